@@ -1,0 +1,44 @@
+# One-command entry points. Every target creates/reuses .venv and installs the pinned stack itself.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export COFEDMID_DATA ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
+
+.PHONY: venv demo test test-all docs lab bench export clean-nbs
+
+$(STAMP): settings.ini setup.py constraints.txt
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+## Run the quick demo experiment on real CIFAR-10
+demo: $(STAMP)
+	$(BIN)/cofedmid demo
+
+## Run the whole default test suite (what CI runs)
+test: $(STAMP)
+	$(BIN)/python scripts/check_sync.py
+	$(BIN)/python -m pytest -q tests
+
+## Also run the slow notebook cells and slow tests
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -q tests --runslow
+
+## Render the documentation site into docs/
+docs: $(STAMP)
+	$(BIN)/python scripts/build_docs.py
+
+## JupyterLab on the notebooks
+lab: $(STAMP)
+	$(BIN)/jupyter lab --notebook-dir=nbs $(if $(filter 0,$(shell id -u)),--allow-root,)
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks
+
+export: $(STAMP)
+	$(BIN)/nbdev_export
+	$(BIN)/nbdev_clean
