@@ -17,7 +17,7 @@ venv: $(STAMP)
 
 ## Run the quick demo experiment on real CIFAR-10
 demo: $(STAMP)
-	$(BIN)/cofedmid demo
+	$(BIN)/cofedmid run --preset quick
 
 ## Run the whole default test suite (what CI runs)
 test: $(STAMP)

@@ -12,8 +12,8 @@ from fastcore.basics import patch
 from .core import rng, atomic_path
 
 # %% auto #0
-__all__ = ['iid_partition', 'dirichlet_partition', 'plot_partition', 'Federation', 'check_disjoint', 'CandidatePool',
-           'save_layout', 'load_layout']
+__all__ = ['CLIENT_PRESETS', 'iid_partition', 'dirichlet_partition', 'plot_partition', 'Federation', 'check_disjoint',
+           'CandidatePool', 'save_layout', 'load_layout', 'pick_clients']
 
 # %% ../nbs/api/03_partition.ipynb #996c186c
 def iid_partition(n: int, # number of samples to divide (indices `0..n-1`)
@@ -234,3 +234,25 @@ def load_layout(path: str|Path # file written by `save_layout`
         pool = CandidatePool(z['cand_index'], z['cand_owner']) if 'cand_index' in z.files else None
     fed.check()
     return fed, pool
+
+# %% ../nbs/api/03_partition.ipynb #f0a1836f
+CLIENT_PRESETS = {'pair': lambda K: 2, 'half': lambda K: max(1, K // 2)}
+
+def pick_clients(spec: list|int|str, # client ids, a count, or a preset name (`'pair'`, `'half'`)
+                 n_clients: int, # number of clients K in the federation
+                 seed: int = 0, # seed of the draw when `spec` is a count or a preset
+                 what: str = 'defended' # what the clients are, for error messages
+                ) -> list:
+    "Sorted ids of the clients named by `spec`: a list is checked, a count or preset is drawn with `seed`."
+    if isinstance(spec, str):
+        if spec not in CLIENT_PRESETS: raise ValueError(f"{what}={spec!r}: unknown preset; choose one of "
+                                                        f"{', '.join(CLIENT_PRESETS)}, a count or a list of ids")
+        spec = CLIENT_PRESETS[spec](n_clients)
+    if isinstance(spec, (int, np.integer)) and not isinstance(spec, bool):
+        if not 0 <= spec <= n_clients: raise ValueError(f"{what}={spec}: a count must be in 0..{n_clients} (the number of clients)")
+        return sorted(rng(seed, 'pick', what).choice(n_clients, int(spec), replace=False).tolist())
+    ids = [int(c) for c in spec]
+    if len(set(ids)) != len(ids): raise ValueError(f"{what}={list(spec)}: duplicate client ids")
+    bad = [c for c in ids if not 0 <= c < n_clients]
+    if bad: raise ValueError(f"{what}={list(spec)}: client ids {bad} do not exist (clients are 0..{n_clients - 1})")
+    return sorted(ids)

@@ -1,0 +1,72 @@
+"The experiment runner: artefacts, resume after a crash, refusal to overwrite, atomic results, sweeps skipping done cells."
+import json
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from cofedmid.experiment import ExperimentConfig, ConfigError, preset, run_experiment, sweep, summary
+from cofedmid.trajectory import Trajectory
+from cofedmid.fl import FedAvg
+
+def _smoke(**kw):
+    base, _ = preset('smoke', **kw)
+    return base
+
+FILES = {'config.json', 'layout.npz', 'checkpoint.pt', 'trajectory.npz', 'history.json', 'results.csv', 'scores.npz', 'log.txt'}
+
+def test_artefacts(tmp_path):
+    res = run_experiment(_smoke(defense='none'), tmp_path/'a', verbose=False)
+    assert FILES <= {p.name for p in (tmp_path/'a').iterdir()}
+    cols = ['attack', 'view', 'nonmembers', 'auc', 'tpr_at_1pct_fpr', 'tpr_at_0_1pct_fpr', 'n_members', 'n_nonmembers',
+            'dataset', 'model', 'defense', 'coalition_size', 'seed', 'test_acc']
+    assert set(cols) <= set(res.columns)
+    assert {'upload', 'global'} <= set(res.view) and {'ofl', 'ifl', 'all', 'ifl_coalition', 'ifl_undefended'} <= set(res.nonmembers)
+    assert res.auc.between(0, 1).all() and (res.coalition_size == 0).all()
+    assert json.loads((tmp_path/'a'/'config.json').read_text())['defense'] == 'none'
+    assert len(json.loads((tmp_path/'a'/'history.json').read_text())) == 4
+    pd.testing.assert_frame_equal(res, pd.read_csv(tmp_path/'a'/'results.csv'), check_dtype=False)
+
+def test_never_overwrites_and_resume_checks_config(tmp_path):
+    cfg = _smoke(defense='none', rounds=2)
+    run_experiment(cfg, tmp_path, verbose=False)
+    with pytest.raises(FileExistsError, match='exists and is not empty'): run_experiment(cfg, tmp_path, verbose=False)
+    with pytest.raises(ConfigError, match=r"its config differs in \['rounds'\]"):
+        run_experiment(_smoke(defense='none', rounds=3), tmp_path, resume=True, verbose=False)
+    before = (tmp_path/'results.csv').read_bytes()
+    run_experiment(cfg, tmp_path, resume=True, verbose=False)     # finished: returns the stored results
+    assert (tmp_path/'results.csv').read_bytes() == before
+
+@pytest.mark.parametrize('defense', ['none', 'cofedmid'])
+def test_resume_after_crash_gives_the_same_result(tmp_path, monkeypatch, defense):
+    cfg = _smoke(defense=defense)
+    full = run_experiment(cfg, tmp_path/'full', verbose=False)
+    real = FedAvg.run_round
+    def crash(self):
+        if self.round == 2: raise KeyboardInterrupt('killed')
+        return real(self)
+    monkeypatch.setattr(FedAvg, 'run_round', crash)
+    with pytest.raises(KeyboardInterrupt): run_experiment(cfg, tmp_path/'cut', verbose=False)
+    assert not (tmp_path/'cut'/'results.csv').exists()          # no partial results after a crash
+    assert not list((tmp_path/'cut').glob('.*.tmp'))            # and no temporary files left behind
+    monkeypatch.setattr(FedAvg, 'run_round', real)
+    again = run_experiment(cfg, tmp_path/'cut', resume=True, verbose=False)
+    pd.testing.assert_frame_equal(full, again)
+    a, b = Trajectory.load(tmp_path/'full'/'trajectory.npz'), Trajectory.load(tmp_path/'cut'/'trajectory.npz')
+    for f in ('loss', 'margin', 'gdot', 'gnorm'): np.testing.assert_array_equal(getattr(a, f), getattr(b, f))
+    assert 'resumed' in (tmp_path/'cut'/'log.txt').read_text()
+
+def test_sweep_skips_finished_cells(tmp_path, capsys):
+    base = _smoke(rounds=2)
+    res = sweep(base, {'defense': ['none', 'cofedmid'], 'seed': [0, 1]}, tmp_path)
+    assert res.cell.nunique() == 4 and len(pd.read_csv(tmp_path/'results.csv')) == len(res)
+    capsys.readouterr()
+    again = sweep(base, {'defense': ['none', 'cofedmid'], 'seed': [0, 1]}, tmp_path)
+    assert capsys.readouterr().out.count('(done)') == 4
+    pd.testing.assert_frame_equal(res, again)
+    t = summary(res)
+    assert 'test accuracy' in t.index and t.shape[1] == 8
+
+def test_defense_errors_before_training(tmp_path):
+    with pytest.raises(ConfigError, match="defense 'cofedmid'"):
+        run_experiment(_smoke(defense='cofedmid', defended=[0], defense_kwargs={'modules': ['perturbation']}), tmp_path, verbose=False)
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())
