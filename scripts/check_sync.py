@@ -1,4 +1,5 @@
-"""Export the notebooks and clean them; fail if either step changed a file (library out of sync, notebook not clean).
+"""Export the notebooks and clean them; fail if either step changed a file (library out of sync, notebook not clean),
+or if README.md is not what `nbs/index.ipynb` gives (`python scripts/build_docs.py --readme` writes it).
 
 Compares file contents before and after, so it works in a clean CI clone (where it is the same as `git status`)
 and in a working tree with uncommitted edits."""
@@ -23,7 +24,11 @@ def main():
     nbs = [f for f in changed(s1, s2) if f.startswith('nbs')]
     if lib: print('nbdev_export changed the library (it was out of sync with nbs/; commit the exported files):', *lib, sep='\n  ')
     if nbs: print('nbdev_clean changed notebooks (commit the cleaned notebooks):', *nbs, sep='\n  ')
-    if lib or nbs: sys.exit(1)
-    print(f'library in sync with {sum(k.endswith(".ipynb") for k in s2)} notebooks; notebooks clean')
+    sys.path.insert(0, str(ROOT/'scripts'))
+    from build_docs import readme_stale, README_CMD
+    readme = readme_stale(ROOT)
+    if readme: print(f'README.md is out of date with nbs/index.ipynb: regenerate it with `{README_CMD}` (or `make docs`) and commit it')
+    if lib or nbs or readme: sys.exit(1)
+    print(f'library in sync with {sum(k.endswith(".ipynb") for k in s2)} notebooks; notebooks clean; README.md up to date')
 
 if __name__ == '__main__': main()
