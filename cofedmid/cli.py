@@ -12,9 +12,9 @@ from .experiment import (ExperimentConfig, ConfigError, PRESETS, preset, load_co
 from .data import DataError
 
 # %% auto #0
-__all__ = ['main']
+__all__ = ['main', 'cli']
 
-# %% ../nbs/api/90_cli.ipynb #573a4e92
+# %% ../nbs/api/90_cli.ipynb #2b3b546f
 def _parse_value(s: str):
     "A command-line value read as YAML (`null`, numbers, lists), else the string itself."
     import yaml
@@ -43,7 +43,7 @@ def _build(a) -> tuple:
     if bad: raise ConfigError(f"--grid: unknown config field(s) {bad}")
     return cfg, grid, name
 
-# %% ../nbs/api/90_cli.ipynb #aa500311
+# %% ../nbs/api/90_cli.ipynb #2b6c5ab5
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='cofedmid', description='Collaborative membership-inference defenses in federated learning.')
     sub = p.add_subparsers(dest='command', required=True)
@@ -59,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser('presets', help='list the presets')
     return p
 
-# %% ../nbs/api/90_cli.ipynb #123e3296
+# %% ../nbs/api/90_cli.ipynb #1e43f563
 def _print_summary(res: pd.DataFrame, out: Path):
     "The demo's short table: upload view, OFL and IFL non-members."
     with pd.option_context('display.width', 160, 'display.max_columns', 20):
@@ -72,6 +72,11 @@ def _print_summary(res: pd.DataFrame, out: Path):
 def main(argv: list|None = None # command-line arguments (default `sys.argv[1:]`)
         ):
     "Entry point of the `cofedmid` console script."
+    cli(argv)
+
+def cli(argv: list|None = None # command-line arguments
+       ) -> pd.DataFrame|None:
+    "Run the command line `argv`; returns the results table of `run`/`sweep`."
     a = _parser().parse_args(argv)
     if a.command == 'presets':
         for k, v in PRESETS.items(): print(f"{k:8} grid {v['grid']}  base {v['base']}")
