@@ -16,7 +16,7 @@ from .core import atomic_path
 from .partition import CandidatePool
 
 # %% auto #0
-__all__ = ['Trajectory', 'output_signals', 'grad_dots', 'grad_norms', 'TrajectoryRecorder']
+__all__ = ['Trajectory', 'output_signals', 'grad_dots', 'grad_norms', 'grad_signals', 'TrajectoryRecorder']
 
 # %% ../nbs/api/05_trajectory.ipynb #d4fe2c01
 _VIEW_SIGNALS = ('loss', 'conf', 'margin', 'gdot')
@@ -128,6 +128,109 @@ def grad_norms(model: nn.Module, # model structure
         out.append(torch.sqrt(sum(g.flatten(1).pow(2).sum(1) for g in gs.values())))
     return torch.cat(out) if out else torch.zeros(0, device=x.device)
 
+# %% ../nbs/api/05_trajectory.ipynb #c71d421c
+def _param_slices(model: nn.Module) -> dict:
+    "`{parameter name: (start, end, shape)}` of each parameter in the flat vector."
+    out, i = {}, 0
+    for n, p in model.named_parameters(): out[n] = (i, i + p.numel(), p.shape); i += p.numel()
+    return out
+
+def _supported_layers(model: nn.Module):
+    "`{module name: module}` of the layers with a per-layer rule, or `None` if a parameter is not covered."
+    mods, covered = {}, set()
+    for name, m in model.named_modules():
+        own = [n for n, _ in m.named_parameters(recurse=False)]
+        if not own: continue
+        ok = (isinstance(m, nn.Linear) or isinstance(m, nn.GroupNorm) and m.affine or
+              isinstance(m, nn.Conv2d) and m.groups == 1 and m.padding_mode == 'zeros' and not isinstance(m.padding, str))
+        if not ok: return None
+        mods[name] = m; covered |= {f'{name}.{n}' if name else n for n in own}
+    return mods if covered == {n for n, _ in model.named_parameters()} else None
+
+# %% ../nbs/api/05_trajectory.ipynb #afcfc1af
+def _accumulate(sq, dots, a, d, W, b, max_direct, budget):
+    "Add one layer's per-sample ‖g‖² to `sq` (N,) and g·Δ to `dots` (N, V); `a` (N,T,d), `d` (N,T,p), `W` (V,p,d), `b` (V,p) or None."
+    N, T, din = a.shape; p, V = d.shape[2], W.shape[0]
+    if T > 1 and p * din <= max_direct:                      # direct: materialise g_i in sub-chunks
+        step = max(1, budget // (p * din))
+        Wf = W.reshape(V, -1).T
+        for s in range(0, N, step):
+            G = torch.bmm(d[s:s+step].transpose(1, 2), a[s:s+step]).flatten(1)
+            sq[s:s+step] += torch.linalg.vector_norm(G, dim=1).square()
+            dots[s:s+step] += G @ Wf
+    else:                                                    # ghost: never form g_i
+        Wv = W.reshape(V * p, din).T
+        step = max(1, budget // max(T * T, T * V * p, 1))
+        for s in range(0, N, step):
+            ac, dc = a[s:s+step], d[s:s+step]
+            if T == 1: sq[s:s+step] += ac[:, 0].square().sum(1) * dc[:, 0].square().sum(1)
+            else: sq[s:s+step] += ((ac @ ac.transpose(1, 2)) * (dc @ dc.transpose(1, 2))).sum((1, 2))
+            dots[s:s+step] += torch.einsum('ntvp,ntp->nv', (ac @ Wv).view(len(ac), T, V, p), dc)
+    if b is not None:
+        gb = d.sum(1)
+        sq += gb.square().sum(1); dots += gb @ b.T
+
+# %% ../nbs/api/05_trajectory.ipynb #3426cc97
+def _layer_signals(model, params, D, x, y, mods, max_direct, budget):
+    "Per-layer rules: `(gdot (V,N), gnorm (N,))`, or `None` if a hooked layer ran more than once."
+    acts, outs, hooks = {n: [] for n in mods}, {n: [] for n in mods}, []
+    def hook(name):
+        def f(mod, inp, out): acts[name].append(inp[0].detach()); outs[name].append(out); return out.clone()
+        return f
+    for n, m in mods.items(): hooks.append(m.register_forward_hook(hook(n)))
+    try:
+        with torch.enable_grad():
+            p = _unflatten(params.detach().requires_grad_(), model)
+            loss = F.cross_entropy(functional_call(model, p, (x,)).float(), y, reduction='sum')
+    finally:
+        for h in hooks: h.remove()
+    if any(len(v) > 1 for v in outs.values()): return None
+    used = [n for n in mods if outs[n]]
+    deltas = dict(zip(used, torch.autograd.grad(loss, [outs[n][0] for n in used]))) if used else {}
+    sl, N, V = _param_slices(model), len(y), D.shape[0]
+    sq, dots = x.new_zeros(N, dtype=torch.float32), x.new_zeros(N, V, dtype=torch.float32)
+    def dirs(name, local):
+        key = f'{name}.{local}' if name else local
+        if key not in sl: return None
+        s, e, shape = sl[key]
+        return D[:, s:e].reshape(V, *shape)
+    for n in used:
+        m, a, d = mods[n], acts[n][0].float(), deltas[n].float()
+        W, b = dirs(n, 'weight'), dirs(n, 'bias')
+        if isinstance(m, nn.Conv2d):
+            a = F.unfold(a.contiguous(), m.kernel_size, m.dilation, m.padding, m.stride).transpose(1, 2)
+            d = d.flatten(2).transpose(1, 2)
+            _accumulate(sq, dots, a, d, W.flatten(2), b, max_direct, budget)
+        elif isinstance(m, nn.Linear):
+            _accumulate(sq, dots, a.reshape(N, -1, a.shape[-1]), d.reshape(N, -1, d.shape[-1]), W, b, max_direct, budget)
+        else:                                                # GroupNorm: per-channel γ and β gradients
+            xh = F.group_norm(a, m.num_groups, eps=m.eps)
+            gw, gb = (d * xh).flatten(2).sum(2), d.flatten(2).sum(2)
+            sq += gw.square().sum(1) + gb.square().sum(1)
+            dots += gw @ W.T + gb @ b.T
+    return -dots.T.contiguous(), sq.sqrt()
+
+# %% ../nbs/api/05_trajectory.ipynb #19e76a47
+def grad_signals(model: nn.Module, # model structure
+                 params: torch.Tensor, # flat parameters θ^t where gradients are taken
+                 directions: list, # flat vectors Δ_v
+                 x: torch.Tensor, # normalised inputs
+                 y: torch.Tensor, # labels
+                 method: str = 'auto', # `'layers'` (per-layer rules), `'func'` (`grad_dots` + `grad_norms`), `'auto'` (layers if supported)
+                 max_direct: int = 2**20, # largest layer (out × in features) whose per-sample gradient is materialised
+                 budget: int = 2**24 # most numbers held at once by a layer's per-sample computation
+                ) -> tuple:
+    "`(gdot, gnorm)`: the (V, N) matrix of −∇ℓ(θ; x_i)·Δ_v and the (N,) norms ‖∇ℓ(θ; x_i)‖, from one forward and one backward pass."
+    if method not in ('auto', 'layers', 'func'): raise ValueError(f"method must be 'auto', 'layers' or 'func', got {method!r}")
+    mods = _supported_layers(model) if method != 'func' else None
+    if method == 'layers' and mods is None: raise ValueError("the model has parameters outside Linear/Conv2d/GroupNorm layers: use method='func'")
+    if mods is not None:
+        D = torch.stack(list(directions)) if len(directions) else params.new_zeros(0, params.numel())
+        out = _layer_signals(model, params, D.detach(), x, y, mods, max_direct, budget)
+        if out is not None: return out
+        if method == 'layers': raise ValueError("a layer runs more than once per forward pass: use method='func'")
+    return grad_dots(model, params, directions, x, y).detach(), grad_norms(model, params, x, y)
+
 # %% ../nbs/api/05_trajectory.ipynb #b93ce818
 class TrajectoryRecorder:
     "Observer recording per-sample signals of `pool`'s candidates every `record_every` rounds."
@@ -137,13 +240,16 @@ class TrajectoryRecorder:
                  grad_signals: bool = True, # also record `gdot` and `gnorm` (the costly part)
                  batch_size: int = 256, # candidates per batch
                  dtype: str = 'float32', # storage type of the signals: `'float32'` or `'float16'`
-                 path: str|Path|None = None # save the trajectory here after each recorded round
+                 path: str|Path|None = None, # save the trajectory here after each recorded round
+                 grad_method: str = 'auto' # how `gdot`/`gnorm` are computed: see `grad_signals`
                 ):
         if not isinstance(record_every, (int, np.integer)) or record_every < 1:
             raise ValueError(f"record_every must be a positive integer, got {record_every!r}")
         if dtype not in ('float32', 'float16'): raise ValueError(f"dtype must be 'float32' or 'float16', got {dtype!r}")
+        if grad_method not in ('auto', 'layers', 'func'): raise ValueError(f"grad_method must be 'auto', 'layers' or 'func', got {grad_method!r}")
         self.pool, self.record_every, self.grad_signals = pool, int(record_every), grad_signals
         self.batch_size, self.dtype, self.path, self.traj = batch_size, dtype, path, None
+        self.grad_method = grad_method
 
     def record_rounds(self, total: int # number of rounds of the run
                      ) -> np.ndarray:
@@ -184,8 +290,8 @@ def observe(self: TrajectoryRecorder, sim, rnd, before, uploads, weights, after)
             outs = output_signals(model, before + d, x, y)
             for name, o in zip(('loss', 'conf', 'margin'), outs): getattr(t, name)[r, v, sl] = o.cpu().numpy()
         if self.grad_signals:
-            t.gdot[r, vidx, sl] = grad_dots(model, before, dirs, x, y).detach().cpu().numpy()
-            t.gnorm[r, sl] = grad_norms(model, before, x, y).cpu().numpy()
+            gd, gn = grad_signals(model, before, dirs, x, y, method=self.grad_method)
+            t.gdot[r, vidx, sl] = gd.cpu().numpy(); t.gnorm[r, sl] = gn.cpu().numpy()
     t.dnorm[r, vidx] = torch.stack([d.norm() for d in dirs]).cpu().numpy()
     t.participated[r, vidx] = True
     if self.path is not None: t.save(self.path)
