@@ -29,7 +29,8 @@ def run(nb_path: Path, skip: set):
         return 'eval:false' in f or bool(f & skip)
     for c in nb.cells:
         if c.cell_type == 'code' and no_eval(c): c.outputs, c.execution_count = [], None
-    sh = CaptureShell(nb_path)
+    sh = CaptureShell(nb_path, mpl_format='png')        # plain PNG at 80 dpi: small committed images
+    sh._run("import matplotlib; matplotlib.rcParams['figure.dpi'] = 80")
     cwd = os.getcwd(); os.chdir(nb_path.parent)
     try: sh.run_all(nb, exc_stop=True, preproc=no_eval)
     finally: os.chdir(cwd)
