@@ -107,6 +107,9 @@ class Defense:
     def before_round(self, sim, rnd: int, participants: list): pass
     def select_samples(self, ctx: ClientContext, idx: np.ndarray) -> np.ndarray: return idx
     def local_loss(self, ctx: ClientContext, model: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor): return None
+    def batches(self, ctx: ClientContext, idx: torch.Tensor): return None
+    def wrap_training(self, ctx: ClientContext, model: nn.Module, opt: torch.optim.Optimizer) -> tuple: return model, opt
+    def unwrap_training(self, ctx: ClientContext, model: nn.Module, opt: torch.optim.Optimizer): pass
     def transform_update(self, ctx: ClientContext, delta: torch.Tensor) -> torch.Tensor: return delta
     def coordinate(self, sim, rnd: int, uploads: dict, weights: dict) -> dict: return uploads
     def state_dict(self) -> dict: return dict(vars(self))
@@ -196,29 +199,34 @@ def train_client(self: FedAvg,
     for d in mine: idx = d.select_samples(ctx, idx)
     idx = torch.as_tensor(np.asarray(idx, dtype=np.int64), device=self.device)
     ctx.log['n_trained'] = len(idx)
-    m = self.worker
-    set_flat(m, self.params)
-    m.train()
-    opt = torch.optim.SGD(m.parameters(), lr=ctx.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    set_flat(self.worker, self.params)
+    self.worker.train()
+    m, opt = self.worker, torch.optim.SGD(self.worker.parameters(), lr=ctx.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    for d in mine: m, opt = d.wrap_training(ctx, m, opt)
     losses = []
-    for _ in range(cfg.local_epochs):
-        if len(idx) == 0: break
-        perm = idx[torch.randperm(len(idx), generator=ctx.generator).to(self.device)]
-        for b in range(0, len(perm), cfg.batch_size):
-            bi = perm[b:b + cfg.batch_size]
-            x, y = self.batch(bi, cfg.augment, ctx.generator), self.y[bi]
-            with torch.autocast(self.device.type, enabled=self.amp):
-                loss = None
-                for d in mine:
-                    loss = d.local_loss(ctx, m, x, y, bi)
-                    if loss is not None: break
-                if loss is None: loss = F.cross_entropy(m(x), y)
-            opt.zero_grad(set_to_none=True)
-            if self.scaler: self.scaler.scale(loss).backward(); self.scaler.step(opt); self.scaler.update()
-            else: loss.backward(); opt.step()
-            losses.append(loss.detach())
+    try:
+        for _ in range(cfg.local_epochs):
+            if len(idx) == 0: break
+            batches = next((bs for d in mine if (bs := d.batches(ctx, idx)) is not None), None)
+            if batches is None:
+                perm = idx[torch.randperm(len(idx), generator=ctx.generator).to(self.device)]
+                batches = [perm[b:b + cfg.batch_size] for b in range(0, len(perm), cfg.batch_size)]
+            for bi in batches:
+                x, y = self.batch(bi, cfg.augment, ctx.generator), self.y[bi]
+                with torch.autocast(self.device.type, enabled=self.amp):
+                    loss = None
+                    for d in mine:
+                        loss = d.local_loss(ctx, m, x, y, bi)
+                        if loss is not None: break
+                    if loss is None: loss = F.cross_entropy(m(x), y)
+                opt.zero_grad(set_to_none=True)
+                if self.scaler: self.scaler.scale(loss).backward(); self.scaler.step(opt); self.scaler.update()
+                else: loss.backward(); opt.step()
+                if len(bi): losses.append(loss.detach())
+    finally:
+        for d in reversed(mine): d.unwrap_training(ctx, m, opt)
     ctx.log['train_loss'] = torch.stack(losses).mean().item() if losses else float('nan')
-    delta = get_flat(m) - self.params
+    delta = get_flat(self.worker) - self.params
     for d in mine: delta = d.transform_update(ctx, delta)
     return delta, ctx
 
