@@ -258,7 +258,7 @@ def run_experiment(cfg: ExperimentConfig, # the experiment
     res = pd.concat([res.reset_index(drop=True), pd.DataFrame([run]*len(res))], axis=1)
     _write_csv(out/'results.csv', res)
     log(f"done in {time.perf_counter() - t0:.0f} s: test accuracy {acc:.3f}; results in {out}/results.csv")
-    return res
+    return pd.read_csv(out/'results.csv')       # exactly what a resumed (finished) run returns
 
 def _attack(cfg, traj, target, defended, out):
     "Evaluate the attacks on `target`, write `scores.npz` and an ROC plot; return the metrics table."

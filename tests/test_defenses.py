@@ -183,14 +183,18 @@ def test_cifar10_strong_perturb_and_dpsgd_lower_auc_at_accuracy_cost(data_dir):
     cfg = FLConfig(rounds=16, local_epochs=2, batch_size=64, lr=0.05, eval_size=2000, progress=False)
     res = pd.concat([sweep_defense(data, fed, pool, cfg, name, knobs=[v], defended=[0], score_fn=loss_auc, record_every=4,
                                    grad_signals=False, baseline=(name == 'perturb'))
-                     for name, v in (('perturb', 10.), ('dpsgd', 1.))])
+                     for name, v in (('perturb', 30.), ('dpsgd', 1.))])
     auc = res.groupby(['defense', 'attack', 'view']).auc.first()
-    acc = res.groupby('defense').test_acc.first()
-    print(res[['defense', 'value', 'test_acc', 'attack', 'view', 'auc']].round(3).to_string())
+    acc, up_acc = res.groupby('defense').test_acc.first(), res.groupby('defense').upload_acc.first()
+    print(res[['defense', 'value', 'test_acc', 'upload_acc', 'attack', 'view', 'auc']].round(3).to_string())
+    # measured (loaded 2-core machine): none .690/.654 (Loss/Loss-Series, upload), perturb 30 .492/.500, dpsgd .556/.545
     for a in ('Loss', 'LossSeries'):
         assert auc[('none', a, 'upload')] > 0.6, auc                      # the undefended target leaks
         for name in ('perturb', 'dpsgd'):
             assert auc[(name, a, 'upload')] < auc[('none', a, 'upload')] - 0.05, (name, a, auc)
-            assert abs(auc[(name, a, 'upload')] - 0.5) < 0.08, (name, a, auc)
-    for name in ('perturb', 'dpsgd'): assert acc[name] < acc['none'], acc
-    assert math.isfinite(res[res.defense == 'dpsgd'].log_epsilon.iloc[0])
+            assert abs(auc[(name, a, 'upload')] - 0.5) < 0.1, (name, a, auc)
+    assert up_acc['perturb'] < up_acc['none'] - 0.1, up_acc               # the cost lands on the defended client
+    assert auc[('dpsgd', 'Loss', 'global')] < auc[('none', 'Loss', 'global')] - 0.03, auc   # measured .529 vs .611
+    for name in ('perturb', 'dpsgd'): assert abs(acc[name] - acc['none']) < 0.03, acc       # 1 of 10 defended: small
+    eps = res[res.defense == 'dpsgd'].log_epsilon.iloc[0]
+    assert eps == pytest.approx(16.39, rel=0.01)                          # 256 steps at q = 64/500, sigma = 1, delta = 1e-5

@@ -167,4 +167,4 @@ def test_readme_detects_changes(tmp_path):
     assert build_docs.write_readme(tmp_path) and not build_docs.readme_stale(tmp_path)
     text = (tmp_path/'README.md').read_text()
     assert text.startswith('# cofedmid\n\n> ') and text.endswith('## One more section\n\nText with `code`.\n')
-    assert '#|' not in text and 'ImageData(' in text        # no cell directives; committed outputs are shown
+    assert '#|' not in text and '<td>loss_series</td>' in text   # no cell directives; committed outputs are shown
