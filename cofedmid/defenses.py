@@ -319,6 +319,7 @@ def wrap_training(self: DPSGD, ctx: ClientContext, model: nn.Module, opt: torch.
     warnings.filterwarnings('ignore', message='Full backward hook is firing')   # harmless: the inputs need no gradients
     relus = [m for m in model.modules() if getattr(m, 'inplace', False)]
     for m in relus: m.inplace = False
+    model.to(memory_format=torch.contiguous_format)   # Opacus' per-sample conv gradients are wrong in channels-last
     gsm = GradSampleModule(model, loss_reduction='mean')
     q = self._sample_rate(ctx, ctx.log['n_trained'])
     dpo = DPOptimizer(opt, noise_multiplier=self.noise_multiplier, max_grad_norm=self.max_grad_norm,
@@ -341,8 +342,9 @@ def batches(self: DPSGD, ctx: ClientContext, idx: torch.Tensor):
 
 @patch
 def local_loss(self: DPSGD, ctx, model, x, y, idx):
-    "A zero loss for an empty Poisson batch (its step adds noise only); `None` otherwise (cross-entropy)."
-    return model(x).sum() * 0. if len(y) == 0 else None
+    "Cross-entropy on standard-layout inputs (Opacus' per-sample conv gradients are wrong on channels-last ones); zero for an empty Poisson batch."
+    out = model(x.contiguous())
+    return out.sum() * 0. if len(y) == 0 else F.cross_entropy(out, y)
 
 @patch
 def unwrap_training(self: DPSGD, ctx: ClientContext, model: nn.Module, opt: torch.optim.Optimizer):
@@ -350,6 +352,7 @@ def unwrap_training(self: DPSGD, ctx: ClientContext, model: nn.Module, opt: torc
     gsm, inner, relus, acc = self._live
     self._live = None
     gsm.to_standard_module()
+    inner.to(memory_format=ctx.sim._mf)                  # back to the simulator's layout
     for m in relus: m.inplace = True
     for m in inner.modules():
         for a in ('activations', 'max_batch_len'):

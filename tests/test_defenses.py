@@ -198,3 +198,12 @@ def test_cifar10_strong_perturb_and_dpsgd_lower_auc_at_accuracy_cost(data_dir):
     for name in ('perturb', 'dpsgd'): assert abs(acc[name] - acc['none']) < 0.03, acc       # 1 of 10 defended: small
     eps = res[res.defense == 'dpsgd'].log_epsilon.iloc[0]
     assert eps == pytest.approx(16.39, rel=0.01)                          # 256 steps at q = 64/500, sigma = 1, delta = 1e-5
+
+def test_dpsgd_per_sample_gradients_exact_in_channels_last(tiny, base):
+    """Without clipping or noise, DP-SGD's step is the plain gradient step: Opacus' per-sample gradients must be right
+    in the simulator's default channels-last layout (Opacus 1.6 gets convolutions wrong on channels-last inputs)."""
+    assert CFG.channels_last
+    dp = DPSGD([0], noise_multiplier=1e-9, max_grad_norm=1e3, poisson=False)   # every client: 48 samples = 3 batches of 16
+    _, obs = run(tiny, dp)
+    d = (obs.uploads[0] - base[0]).norm() / base[0].norm()
+    assert d < 1e-4, f"DP-SGD without clipping/noise deviates from SGD by {d:.2e} (relative)"
