@@ -37,10 +37,11 @@ def _build(a) -> tuple:
     if a.config:
         base |= _config_fields(a.config); name = Path(a.config).stem
     base |= {k: _parse_value(v) for k, v in _pairs(a.set, '--set').items()}
-    grid |= {k: [_parse_value(x) for x in v.split(',')] for k, v in _pairs(a.grid, '--grid').items()}
+    extra = {k: [_parse_value(x) for x in v.split(',')] for k, v in _pairs(a.grid, '--grid').items()}
     cfg = ExperimentConfig.from_dict(base)
-    bad = [k for k in grid if k not in cfg.to_dict()]
+    bad = [k for k in extra if k not in cfg.to_dict()]
     if bad: raise ConfigError(f"--grid: unknown config field(s) {bad}")
+    grid = [g | extra for g in grid] if isinstance(grid, list) else grid | extra   # a list grid: every part gets them
     return cfg, grid, name
 
 # %% ../nbs/api/90_cli.ipynb #2b6c5ab5
@@ -55,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
         r.add_argument('--grid', nargs='*', metavar='FIELD=V1,V2', help='values a field takes across the cells of a sweep')
         r.add_argument('--out', help='output folder (default: runs/<preset or config>-<time>)')
         r.add_argument('--resume', action='store_true', help='continue the run(s) in --out')
+        r.add_argument('--jobs', type=int, help='cells run at once, each in its own process (default: one per CPU core, one on a GPU)')
         r.add_argument('--quiet', action='store_true', help='print only the summary')
     sub.add_parser('presets', help='list the presets')
     return p
@@ -88,7 +90,7 @@ def cli(argv: list|None = None # command-line arguments
         if grid:
             if out.exists() and any(out.iterdir()) and not a.resume:
                 raise FileExistsError(f"output folder {out} exists and is not empty; resume it (--resume) or choose another --out")
-            res = sweep(cfg, grid, out, verbose=not a.quiet)
+            res = sweep(cfg, grid, out, verbose=not a.quiet, jobs=a.jobs)
         else: res = run_experiment(cfg, out, resume=a.resume, verbose=not a.quiet)
     except (ConfigError, DataError, FileExistsError) as e:
         print(f"cofedmid: error: {e}", file=sys.stderr); sys.exit(2)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/api/10_experiment.ipynb #5add53c3
 from __future__ import annotations
-import json, time, itertools, contextlib
+import copy, json, os, time, itertools, contextlib, multiprocessing, concurrent.futures
 from dataclasses import dataclass, field, asdict, fields
 from pathlib import Path
 import numpy as np
@@ -17,6 +17,7 @@ from fastcore.basics import patch
 from .partition import Federation, CandidatePool, save_layout, pick_clients
 from .fl import FedAvg, FLConfig
 from .trajectory import TrajectoryRecorder, Trajectory
+from .defenses import _last_log
 
 # %% auto #0
 __all__ = ['PRESETS', 'ExperimentConfig', 'ConfigError', 'load_config', 'run_experiment', 'grid_cells', 'sweep', 'preset',
@@ -125,9 +126,10 @@ def defended_clients(self: ExperimentConfig) -> list:
 
 @patch
 def target_client(self: ExperimentConfig) -> int:
-    "The attacked client: `target`, else the first defended client, else client 0."
+    "The attacked client: `target`, else the first defended client drawn (in every larger draw too), else client 0."
     if self.target is not None: return self.target
-    d = self.defended_clients()
+    try: d = pick_clients(self.defended, self.n_clients, self.seed, what='defended', ordered=True)
+    except (ValueError, TypeError) as e: raise ConfigError(str(e)) from None
     return d[0] if d else 0
 
 @patch
@@ -214,7 +216,14 @@ def _data(cfg: ExperimentConfig):
     return load_dataset(cfg.dataset, cfg.data_dir, progress=False)
 
 # %% ../nbs/api/10_experiment.ipynb #fe454951
-_RUN_COLUMNS = ['dataset', 'model', 'defense', 'knob', 'coalition_size', 'target', 'seed', 'test_acc']
+_RUN_COLUMNS = ['dataset', 'model', 'defense', 'knob', 'modules', 'coalition_size', 'target', 'seed', 'test_acc']
+
+def _defense_info(defenses: list) -> dict:
+    "The defense's privacy knob as it ran (its default filled in) and, for CoFedMID, its modules."
+    if not defenses: return dict(knob=np.nan, modules='')
+    d = defenses[0]
+    if d.name == 'cofedmid': return dict(knob=d.sigma, modules='+'.join(d.modules))
+    return dict(knob=d.knob_value, modules='')
 
 def run_experiment(cfg: ExperimentConfig, # the experiment
                    out: str|Path, # output folder (created; must be empty unless `resume`)
@@ -237,7 +246,8 @@ def run_experiment(cfg: ExperimentConfig, # the experiment
     save_layout(out/'layout.npz', fed, pool)
     defended, target = cfg.defended_clients(), cfg.target_client()
     rec = TrajectoryRecorder(pool, cfg.record_every, cfg.grad_signals)
-    sim = FedAvg(data, fed, cfg.model, cfg.fl_config(), cfg.build_defenses(), [rec])
+    defenses = cfg.build_defenses()
+    sim = FedAvg(data, fed, cfg.model, cfg.fl_config(), defenses, [rec])
     ck = out/'checkpoint.pt'
     if resume and ck.is_file():
         sim.load_state_dict(torch.load(ck, weights_only=False, map_location='cpu'))
@@ -253,8 +263,9 @@ def run_experiment(cfg: ExperimentConfig, # the experiment
     _write_json(out/'history.json', sim.history)
     res = _attack(cfg, rec.traj, target, defended, out)
     acc = next(h['test_acc'] for h in reversed(sim.history) if 'test_acc' in h)
-    run = dict(dataset=cfg.dataset, model=cfg.model, defense=cfg.defense, knob=cfg.knob,
-               coalition_size=len(defended) if cfg.defense != _NO_DEFENSE else 0, target=target, seed=cfg.seed, test_acc=acc)
+    run = dict(dataset=cfg.dataset, model=cfg.model, defense=cfg.defense, **_defense_info(defenses),
+               coalition_size=len(defended) if cfg.defense != _NO_DEFENSE else 0, target=target, seed=cfg.seed, test_acc=acc,
+               **_last_log(sim.history, target))
     res = pd.concat([res.reset_index(drop=True), pd.DataFrame([run]*len(res))], axis=1)
     _write_csv(out/'results.csv', res)
     log(f"done in {time.perf_counter() - t0:.0f} s: test accuracy {acc:.3f}; results in {out}/results.csv")
@@ -287,20 +298,39 @@ def _roc_png(traj, target, scores, path, view='upload'):
 # %% ../nbs/api/10_experiment.ipynb #881bc4c0
 def _cell_name(cell: dict) -> str:
     "A folder name for a grid cell, e.g. `defense=cofedmid,seed=1`."
-    val = lambda v: '-'.join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
+    def val(v):
+        if isinstance(v, dict): return '+'.join(f"{k}-{val(x)}" for k, x in v.items())
+        return '-'.join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
     return ','.join(f"{k}={val(v)}" for k, v in cell.items()) or 'base'
 
-def grid_cells(grid: dict # `{field: [values]}`
+def grid_cells(grid: dict|list # `{field: [values]}`, or a list of them
               ) -> list:
-    "Every combination of the grid's values, as dicts, in order."
-    if not isinstance(grid, dict): raise ConfigError("a grid must map config fields to lists of values")
+    "Every combination of the grid's values, as dicts, in order (for a list: each dict's cells in turn)."
+    if isinstance(grid, (list, tuple)): return [c for g in grid for c in grid_cells(g)]
+    if not isinstance(grid, dict): raise ConfigError("a grid must map config fields to lists of values (or be a list of such maps)")
     vals = [v if isinstance(v, (list, tuple)) else [v] for v in grid.values()]
     return [dict(zip(grid, c)) for c in itertools.product(*vals)]
 
+# %% ../nbs/api/10_experiment.ipynb #ffadc538
+def _run_cell(cfg: ExperimentConfig, out: Path, threads: int|None, verbose: bool) -> pd.DataFrame:
+    "Run (or resume, or read) one sweep cell, in this process or a worker."
+    if threads: torch.set_num_threads(threads)
+    return run_experiment(cfg, out, resume=True, verbose=verbose)
+
+def _jobs(jobs: int|None, n_cells: int, cfgs: list) -> int:
+    "Worker processes for a sweep: `jobs`, or (`None`) one per core on a CPU, one on a GPU."
+    if jobs is None:
+        gpu = torch.cuda.is_available() and any(c.device in (None, 'cuda') for c in cfgs)
+        jobs = 1 if gpu else (os.cpu_count() or 1)
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1: raise ConfigError(f"jobs={jobs!r} must be a positive integer")
+    return max(1, min(jobs, n_cells))
+
 def sweep(base: ExperimentConfig, # the settings shared by every cell
-          grid: dict, # `{field: [values]}`: the cells are the product of the values
+          grid: dict|list, # `{field: [values]}` (the cells are the product of the values), or a list of them
           out: str|Path, # output folder of the sweep
-          verbose: bool = True # print progress
+          verbose: bool = True, # print progress
+          jobs: int|None = 1, # cells run at once in worker processes; `None`: one per CPU core (one on a GPU)
+          threads: int|None = None # torch threads per worker; default the cores shared out among the jobs
          ) -> pd.DataFrame:
     "Run every cell of `grid` over `base` into `out/cells/`, skipping finished cells; returns the combined results."
     out = Path(out)
@@ -309,20 +339,44 @@ def sweep(base: ExperimentConfig, # the settings shared by every cell
     for cell in cells:
         try: cfgs.append(ExperimentConfig.from_dict(base.to_dict() | cell).check())
         except ConfigError as e: raise ConfigError(f"grid cell {_cell_name(cell)}: {e}") from None
-    tables = []
-    for i, (cell, cfg) in enumerate(zip(cells, cfgs)):
-        d = out/'cells'/_cell_name(cell)
-        if verbose: print(f"[{i + 1}/{len(cells)}] {_cell_name(cell)}" + (' (done)' if (d/'results.csv').is_file() else ''), flush=True)
-        res = run_experiment(cfg, d, resume=True, verbose=verbose)
-        tables.append(res.assign(cell=_cell_name(cell)))
-        _write_csv(out/'results.csv', pd.concat(tables, ignore_index=True))
-    return pd.concat(tables, ignore_index=True)
+    names = [_cell_name(c) for c in cells]
+    if len(set(names)) < len(names): raise ConfigError(f"the grid repeats cells: {sorted({n for n in names if names.count(n) > 1})}")
+    jobs = _jobs(jobs, len(cells), cfgs)
+    threads = threads or (max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None)
+    done, t0 = {}, time.perf_counter()
+    def finish(i, res):
+        done[i] = res.assign(cell=names[i])
+        _write_csv(out/'results.csv', pd.concat([done[k] for k in sorted(done)], ignore_index=True))
+        if verbose and jobs > 1: print(f"  finished {names[i]} ({len(done)}/{len(cells)}, {time.perf_counter() - t0:.0f} s): "
+                                       f"test accuracy {res.test_acc.iloc[0]:.3f}", flush=True)
+    def started(i):
+        d = out/'cells'/names[i]
+        if verbose: print(f"[{i + 1}/{len(cells)}] {names[i]}" + (' (done)' if (d/'results.csv').is_file() else ''), flush=True)
+        return d
+    if jobs == 1:
+        for i, cfg in enumerate(cfgs): finish(i, _run_cell(cfg, started(i), threads, verbose))
+    else:
+        ctx = multiprocessing.get_context('spawn')          # fresh interpreters: no forked torch thread pools
+        with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=ctx) as ex:
+            futs = {ex.submit(_run_cell, cfg, started(i), threads, False): i for i, cfg in enumerate(cfgs)}
+            for f in concurrent.futures.as_completed(futs): finish(futs[f], f.result())
+    return pd.concat([done[k] for k in sorted(done)], ignore_index=True)
 
 # %% ../nbs/api/10_experiment.ipynb #4ded414d
+_CPU_BASE = dict(dataset='cifar10', model='cnn', n_clients=10, per_client=400, rounds=15, local_epochs=2,
+                 record_every=5, members_per_client=200, n_ofl=1000, defended='half')
+_BASELINES = ['perturb', 'dpsgd', 'sparsify', 'mixup', 'augment', 'sampling', 'hamp']
+_STRONGER = {'perturb': 100., 'dpsgd': 2., 'sparsify': 0.01, 'mixup': 2., 'augment': 2., 'sampling': 0.2, 'hamp': 0.95}
+
 PRESETS = {
-    'quick': dict(base=dict(dataset='cifar10', model='cnn', n_clients=10, per_client=500, rounds=15, local_epochs=2,
-                            record_every=5, members_per_client=200, n_ofl=1000, defended='half'),
-                  grid={'defense': ['none', 'cofedmid']}),
+    'quick': dict(base=_CPU_BASE, grid={'defense': ['none', 'cofedmid']}),
+    'tables': dict(base=_CPU_BASE, grid=[{'defense': ['none', 'cofedmid', *_BASELINES]},
+                                         {'defense': 'cofedmid', 'defended': 'pair'},
+                                         {'defense': 'cofedmid', 'defense_kwargs': [{'modules': m} for m in ('m1', 'm1+m2', 'm3')]}]),
+    'coalition': dict(base=_CPU_BASE, grid=[{'defense': ['none', 'cofedmid']},
+                                            {'defense': 'cofedmid', 'defended': ['pair', 3, 4, 6, 8, 10]}]),
+    'baselines': dict(base=_CPU_BASE, grid=[{'defense': ['none', *_BASELINES]},
+                                            *({'defense': d, 'knob': v} for d, v in _STRONGER.items())]),
     'paper': dict(base=dict(dataset='cifar100', model='resnet18', n_clients=10, per_client=None, n_ofl=1000, n_val=500,
                             members_per_client=1000, rounds=100, local_epochs=1, batch_size=128, lr=0.1,
                             lr_schedule='exp', lr_decay=0.98, record_every=10, eval_size=None),
@@ -339,7 +393,7 @@ def preset(name: str, # a key of `PRESETS`
     "`(base config, grid)` of preset `name`, with `overrides` applied to the base."
     _one_of('preset', name, list(PRESETS))
     p = PRESETS[name]
-    return ExperimentConfig.from_dict(p['base'] | overrides), dict(p['grid'])
+    return ExperimentConfig.from_dict(p['base'] | overrides), copy.deepcopy(p['grid'])
 
 # %% ../nbs/api/10_experiment.ipynb #97c9b234
 def summary(res: pd.DataFrame, # rows of `run_experiment` / `sweep`

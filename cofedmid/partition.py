@@ -241,7 +241,8 @@ CLIENT_PRESETS = {'pair': lambda K: 2, 'half': lambda K: max(1, K // 2)}
 def pick_clients(spec: list|int|str, # client ids, a count, or a preset name (`'pair'`, `'half'`)
                  n_clients: int, # number of clients K in the federation
                  seed: int = 0, # seed of the draw when `spec` is a count or a preset
-                 what: str = 'defended' # what the clients are, for error messages
+                 what: str = 'defended', # what the clients are, for error messages
+                 ordered: bool = False # return a draw in draw order (first drawn first) instead of sorted
                 ) -> list:
     "Sorted ids of the clients named by `spec`: a list is checked, a count or preset is drawn with `seed`."
     if isinstance(spec, str):
@@ -250,7 +251,8 @@ def pick_clients(spec: list|int|str, # client ids, a count, or a preset name (`'
         spec = CLIENT_PRESETS[spec](n_clients)
     if isinstance(spec, (int, np.integer)) and not isinstance(spec, bool):
         if not 0 <= spec <= n_clients: raise ValueError(f"{what}={spec}: a count must be in 0..{n_clients} (the number of clients)")
-        return sorted(rng(seed, 'pick', what).choice(n_clients, int(spec), replace=False).tolist())
+        drawn = rng(seed, 'pick', what).permutation(n_clients)[:int(spec)].tolist()   # nested in the count
+        return drawn if ordered else sorted(drawn)
     ids = [int(c) for c in spec]
     if len(set(ids)) != len(ids): raise ValueError(f"{what}={list(spec)}: duplicate client ids")
     bad = [c for c in ids if not 0 <= c < n_clients]
