@@ -344,23 +344,29 @@ def sweep(base: ExperimentConfig, # the settings shared by every cell
     jobs = _jobs(jobs, len(cells), cfgs)
     threads = threads or (max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None)
     done, t0 = {}, time.perf_counter()
+    table = out/'results.csv'                              # shared by the sweeps run into `out`: keep the others' rows
+    others = pd.read_csv(table) if table.is_file() else pd.DataFrame()
+    if 'cell' in others: others = others[~others.cell.isin(names)]
     def finish(i, res):
         done[i] = res.assign(cell=names[i])
-        _write_csv(out/'results.csv', pd.concat([done[k] for k in sorted(done)], ignore_index=True))
-        if verbose and jobs > 1: print(f"  finished {names[i]} ({len(done)}/{len(cells)}, {time.perf_counter() - t0:.0f} s): "
+        _write_csv(table, pd.concat([others, *(done[k] for k in sorted(done))], ignore_index=True))
+        if verbose and jobs > 1: print(f"  {'finished' if i in fresh else 'read'} {names[i]} ({len(done)}/{len(cells)}, {time.perf_counter() - t0:.0f} s): "
                                        f"test accuracy {res.test_acc.iloc[0]:.3f}", flush=True)
-    def started(i):
-        d = out/'cells'/names[i]
-        if verbose: print(f"[{i + 1}/{len(cells)}] {names[i]}" + (' (done)' if (d/'results.csv').is_file() else ''), flush=True)
-        return d
+    dirs = [out/'cells'/n for n in names]
+    fresh = [i for i, d in enumerate(dirs) if not (d/'results.csv').is_file()]
     if jobs == 1:
-        for i, cfg in enumerate(cfgs): finish(i, _run_cell(cfg, started(i), threads, verbose))
+        for i, cfg in enumerate(cfgs):
+            if verbose: print(f"[{i + 1}/{len(cells)}] {names[i]}" + ('' if i in fresh else ' (done)'), flush=True)
+            finish(i, _run_cell(cfg, dirs[i], threads, verbose))
     else:
+        if verbose: print(f"{len(cells)} cells ({len(cells) - len(fresh)} done): running {len(fresh)}, {jobs} at a time "
+                          f"with {threads} thread(s) each; every cell logs to {out}/cells/<cell>/log.txt", flush=True)
+        for i in set(range(len(cells))) - set(fresh): finish(i, _run_cell(cfgs[i], dirs[i], None, False))
         ctx = multiprocessing.get_context('spawn')          # fresh interpreters: no forked torch thread pools
         with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=ctx) as ex:
-            futs = {ex.submit(_run_cell, cfg, started(i), threads, False): i for i, cfg in enumerate(cfgs)}
+            futs = {ex.submit(_run_cell, cfgs[i], dirs[i], threads, False): i for i in fresh}
             for f in concurrent.futures.as_completed(futs): finish(futs[f], f.result())
-    return pd.concat([done[k] for k in sorted(done)], ignore_index=True)
+    return pd.concat([done[k] for k in sorted(done)], ignore_index=True)     # this sweep's cells, in grid order
 
 # %% ../nbs/api/10_experiment.ipynb #4ded414d
 _CPU_BASE = dict(dataset='cifar10', model='cnn', n_clients=10, per_client=400, rounds=15, local_epochs=2,
