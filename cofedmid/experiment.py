@@ -93,6 +93,8 @@ def check(self: ExperimentConfig) -> ExperimentConfig:
     _one_of('model', self.model, list(MODELS))
     _one_of('partition', self.partition, ('iid', 'dirichlet'))
     _one_of('defense', self.defense, _defense_names())
+    if self.defense == _NO_DEFENSE and (self.knob is not None or self.defense_kwargs):
+        raise ConfigError(f"knob={self.knob!r} / defense_kwargs={self.defense_kwargs!r} need a defense; defense is 'none'")
     for f in ('n_clients', 'rounds', 'local_epochs', 'batch_size', 'record_every'): _positive(f, getattr(self, f))
     for f in ('per_client', 'members_per_client', 'eval_size'): _positive(f, getattr(self, f), none_ok=True)
     for f in ('n_ofl', 'n_val', 'seed'): _positive(f, getattr(self, f), zero_ok=True)
@@ -372,21 +374,22 @@ def sweep(base: ExperimentConfig, # the settings shared by every cell
 _CPU_BASE = dict(dataset='cifar10', model='cnn', n_clients=10, per_client=400, rounds=15, local_epochs=2,
                  record_every=5, members_per_client=200, n_ofl=1000, defended='half')
 _BASELINES = ['perturb', 'dpsgd', 'sparsify', 'mixup', 'augment', 'sampling', 'hamp']
+_TABLES = [{'defense': ['none', 'cofedmid', *_BASELINES]}, {'defense': 'cofedmid', 'defended': 'pair'},
+           {'defense': 'cofedmid', 'defense_kwargs': [{'modules': m} for m in ('m1', 'm1+m2', 'm3')]}]
+_PAPER_BASE = dict(dataset='cifar100', model='resnet18', n_clients=10, per_client=None, n_ofl=1000, n_val=500,
+                   members_per_client=1000, rounds=100, local_epochs=1, batch_size=128, lr=0.1, lr_schedule='exp',
+                   lr_decay=0.98, record_every=10, eval_size=None)
 _STRONGER = {'perturb': 100., 'dpsgd': 2., 'sparsify': 0.01, 'mixup': 2., 'augment': 2., 'sampling': 0.2, 'hamp': 0.95}
 
 PRESETS = {
     'quick': dict(base=_CPU_BASE, grid={'defense': ['none', 'cofedmid']}),
-    'tables': dict(base=_CPU_BASE, grid=[{'defense': ['none', 'cofedmid', *_BASELINES]},
-                                         {'defense': 'cofedmid', 'defended': 'pair'},
-                                         {'defense': 'cofedmid', 'defense_kwargs': [{'modules': m} for m in ('m1', 'm1+m2', 'm3')]}]),
+    'tables': dict(base=_CPU_BASE, grid=_TABLES),
     'coalition': dict(base=_CPU_BASE, grid=[{'defense': ['none', 'cofedmid']},
                                             {'defense': 'cofedmid', 'defended': ['pair', 3, 4, 6, 8, 10]}]),
     'baselines': dict(base=_CPU_BASE, grid=[{'defense': ['none', *_BASELINES]},
                                             *({'defense': d, 'knob': v} for d, v in _STRONGER.items())]),
-    'paper': dict(base=dict(dataset='cifar100', model='resnet18', n_clients=10, per_client=None, n_ofl=1000, n_val=500,
-                            members_per_client=1000, rounds=100, local_epochs=1, batch_size=128, lr=0.1,
-                            lr_schedule='exp', lr_decay=0.98, record_every=10, eval_size=None),
-                  grid={'defense': ['none', 'cofedmid'], 'defended': ['pair', 'half']}),
+    'paper': dict(base=_PAPER_BASE, grid={'defense': ['none', 'cofedmid'], 'defended': ['pair', 'half']}),
+    'paper-tables': dict(base=_PAPER_BASE, grid=_TABLES),
     'smoke': dict(base=dict(dataset='synthetic', synthetic=dict(n_classes=4, n_train=320, n_test=64, size=8, signal=0.5),
                             n_clients=4, per_client=64, n_ofl=32, n_val=32, members_per_client=32, rounds=4,
                             local_epochs=2, batch_size=16, record_every=2, eval_size=None, defended='pair'),
