@@ -259,18 +259,30 @@ def participants(self: FedAvg, rnd: int) -> list:
     return sorted(rng(self.cfg.seed, 'participants', rnd).choice(K, m, replace=False).tolist())
 
 @patch
+def _keeps_uploads(self: FedAvg, rnd: int, parts: list) -> bool:
+    "Must round `rnd` hold every upload at once: for an observer that wants them or a defense that coordinates them?"
+    if any(getattr(o, 'needs_uploads', lambda sim, r: True)(self, rnd) for o in self.observers): return True
+    return any(type(d).coordinate is not Defense.coordinate and any(d.applies(k) for k in parts) for d in self.defenses)
+
+@patch
 def run_round(self: FedAvg) -> dict:
     "Run the next round: local training, defense hooks, observers, aggregation, evaluation; returns its history row."
     rnd, t0 = self.round + 1, time.perf_counter()
     parts = self.participants(rnd)
     for d in self.defenses: d.before_round(self, rnd, parts)
-    uploads, logs = {}, {}
-    for k in parts: uploads[k], ctx = self.train_client(k, rnd); logs[k] = ctx.log
     weights = fedavg_weights({k: len(self.fed.clients[k]) for k in parts})
-    for d in self.defenses:
-        mine = {k: u for k, u in uploads.items() if d.applies(k)}
-        if mine: uploads |= d.coordinate(self, rnd, mine, {k: weights[k] for k in mine})
-    new = fedavg(self.params, uploads, weights)
+    keep = self._keeps_uploads(rnd, parts)
+    uploads, logs, new = {}, {}, None if keep else self.params.clone()
+    for k in parts:
+        u, ctx = self.train_client(k, rnd); logs[k] = ctx.log
+        if keep: uploads[k] = u
+        else: new.add_(u, alpha=weights[k])            # streamed: the same sum, in the same order, as `fedavg`
+        del u
+    if keep:
+        for d in self.defenses:
+            mine = {k: u for k, u in uploads.items() if d.applies(k)}
+            if mine: uploads |= d.coordinate(self, rnd, mine, {k: weights[k] for k in mine})
+        new = fedavg(self.params, uploads, weights)
     for o in self.observers: o.observe(self, rnd, self.params, uploads, weights, new)
     self.params = new
     set_flat(self.model, new)

@@ -271,6 +271,12 @@ def _allocate(self: TrajectoryRecorder, sim):
                            self.pool.index.copy(), self.pool.owner.copy())
 
 @patch
+def needs_uploads(self: TrajectoryRecorder, sim, rnd: int) -> bool:
+    "The recorder needs the round's uploads only in the rounds it records."
+    if self.traj is None: self._allocate(sim)
+    return bool((self.traj.rounds == rnd).any())
+
+@patch
 def observe(self: TrajectoryRecorder, sim, rnd, before, uploads, weights, after):
     "Record the signals of round `rnd` if it is a recorded round."
     if self.traj is None: self._allocate(sim)
