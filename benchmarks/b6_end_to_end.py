@@ -1,6 +1,6 @@
-"""6. End to end: wall time of `cofedmid run --preset quick` (falls back to `cofedmid demo --rounds 6` while the
-`run` command does not exist), in a fresh process, on real CIFAR-10 from `$COFEDMID_DATA`. Stopped after
-`limit` seconds (15 minutes) so that `make bench` stays bounded."""
+"""6. End to end: wall time of `cofedmid run --preset quick` (both cells; by default they run at once, one per core)
+in a fresh process, on real CIFAR-10 from `$COFEDMID_DATA`. Stopped after `limit` seconds (15 minutes) so that
+`make bench` stays bounded."""
 from __future__ import annotations
 import os, resource, shutil, subprocess, sys, tempfile, time
 from pathlib import Path
@@ -12,10 +12,6 @@ def _cli() -> list:
     exe = Path(sys.executable).with_name('cofedmid')
     return [str(exe)] if exe.exists() else [sys.executable, '-m', 'cofedmid.cli']
 
-def _has_run(cli) -> bool:
-    r = subprocess.run([*cli, 'run', '--help'], capture_output=True, text=True)
-    return r.returncode == 0 and '--preset' in r.stdout
-
 def run(full: bool = False, threads: int = 1, limit: int = 900) -> dict:
     cli = _cli()
     data = os.environ.get('COFEDMID_DATA') or str(Path(__file__).resolve().parents[2]/'shared'/'data')
@@ -23,9 +19,8 @@ def run(full: bool = False, threads: int = 1, limit: int = 900) -> dict:
         return {'skipped': True, 'goal_met': None, 'summary': f'skipped: no dataset folder (set COFEDMID_DATA)'}
     out = Path(tempfile.mkdtemp(prefix='cofedmid-bench-'))
     try:
-        if _has_run(cli): cmd, what = [*cli, 'run', '--preset', 'quick', '--out', str(out/'run')], 'cofedmid run --preset quick'
-        else: cmd, what = [*cli, 'demo', '--rounds', '6', '--out', str(out/'run')], 'cofedmid demo --rounds 6 (run --preset quick not available yet)'
-        env = dict(os.environ, COFEDMID_DATA=data)
+        cmd, what = [*cli, 'run', '--preset', 'quick', '--out', str(out/'run')], 'cofedmid run --preset quick'
+        env = {k: v for k, v in os.environ.items() if k != 'OMP_NUM_THREADS'} | {'COFEDMID_DATA': data}
         cpu = lambda: (lambda u: u.ru_utime + u.ru_stime)(resource.getrusage(resource.RUSAGE_CHILDREN))
         t, c = time.perf_counter(), cpu()
         try: r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=limit)

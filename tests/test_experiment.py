@@ -70,3 +70,26 @@ def test_defense_errors_before_training(tmp_path):
     with pytest.raises(ConfigError, match="defense 'cofedmid'"):
         run_experiment(_smoke(defense='cofedmid', defended=[0], defense_kwargs={'modules': ['perturbation']}), tmp_path, verbose=False)
     assert not tmp_path.exists() or not any(tmp_path.iterdir())
+
+def test_parallel_sweep_equals_serial_and_shares_the_folder(tmp_path):
+    "Cells in worker processes give the serial results; a second sweep into the folder reuses cells and keeps rows."
+    base, grid = _smoke(rounds=2), {'defense': ['none', 'cofedmid']}
+    serial = sweep(base, grid, tmp_path/'serial', verbose=False, threads=1)
+    par = sweep(base, grid, tmp_path/'par', verbose=False, jobs=2)
+    cols = ['cell', 'attack', 'view', 'nonmembers', 'auc', 'test_acc']
+    pd.testing.assert_frame_equal(serial[cols], par[cols], atol=1e-6, check_exact=False)
+    more = sweep(base, [{'defense': 'none'}, {'defense': 'cofedmid', 'seed': 1}], tmp_path/'par', verbose=False, jobs=2)
+    assert set(more.cell) == {'defense=none', 'defense=cofedmid,seed=1'}
+    table = pd.read_csv(tmp_path/'par'/'results.csv')
+    assert set(table.cell) == {'defense=none', 'defense=cofedmid', 'defense=cofedmid,seed=1'}
+    pd.testing.assert_frame_equal(more[more.cell == 'defense=none'].reset_index(drop=True)[cols],
+                                  par[par.cell == 'defense=none'].reset_index(drop=True)[cols])   # read, not rerun
+
+def test_coalition_sizes_are_nested_around_one_target():
+    base, grid = preset('coalition')
+    from cofedmid.experiment import grid_cells
+    cfgs = [ExperimentConfig.from_dict(base.to_dict() | c) for c in grid_cells(grid)]
+    targets = {c.target_client() for c in cfgs}
+    assert len(targets) == 1
+    members = sorted((c.defended_clients() for c in cfgs if c.defense == 'cofedmid'), key=len)
+    assert all(set(a) < set(b) for a, b in zip(members, members[1:])) and targets <= set(members[0])
