@@ -422,6 +422,7 @@ def _split_kw(kw: dict) -> tuple:
     return per, shared
 
 # %% ../nbs/api/07_attacks.ipynb #0b53043b
+_NAN_METRICS = dict(auc=np.nan, tpr_at_1pct_fpr=np.nan, tpr_at_0_1pct_fpr=np.nan, balanced_acc=np.nan)
 _COLUMNS = ['attack', 'view', 'nonmembers', 'auc', 'tpr_at_1pct_fpr', 'tpr_at_0_1pct_fpr', 'balanced_acc',
             'n_members', 'n_nonmembers', 'round']
 
@@ -465,7 +466,11 @@ def evaluate(traj: Trajectory, # the recorded trajectory
                 use = (member | non) & ~ex
                 if not (non & ~ex).any(): notes.append(f"{a}/{view}: non-member set {nm!r} is empty, skipped"); continue
                 assert not (use & ex).any()
-                m = roc_metrics(s[use], member[use])
+                if np.isfinite(s[use]).all(): m = roc_metrics(s[use], member[use])
+                else:                                        # a diverged model (NaN/inf signals) ranks nothing
+                    notes.append(f"{a}/{view}/{nm}: {int((~np.isfinite(s[use])).sum())} non-finite scores "
+                                 f"(a diverged model?): metrics are NaN")
+                    m = _NAN_METRICS | dict(n_members=int(member[use].sum()), n_nonmembers=int((~member[use]).sum()))
                 rows.append(dict(attack=a, view=view, nonmembers=nm, **m, round=int(traj.rounds[round])))
     table = pd.DataFrame(rows, columns=_COLUMNS)
     table.attrs['notes'] = notes

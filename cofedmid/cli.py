@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse, sys, time
 from pathlib import Path
 import pandas as pd
-from .experiment import (ExperimentConfig, ConfigError, PRESETS, preset, load_config, run_experiment, sweep,
+from .experiment import (ExperimentConfig, ConfigError, SweepError, PRESETS, preset, load_config, run_experiment, sweep,
                                  grid_cells, summary, _config_fields)
 from .data import DataError
 
@@ -92,7 +92,7 @@ def cli(argv: list|None = None # command-line arguments
                 raise FileExistsError(f"output folder {out} exists and is not empty; resume it (--resume) or choose another --out")
             res = sweep(cfg, grid, out, verbose=not a.quiet, jobs=a.jobs)
         else: res = run_experiment(cfg, out, resume=a.resume, verbose=not a.quiet)
-    except (ConfigError, DataError, FileExistsError) as e:
+    except (ConfigError, DataError, FileExistsError, SweepError) as e:
         print(f"cofedmid: error: {e}", file=sys.stderr); sys.exit(2)
     _print_summary(res, out)
     return res

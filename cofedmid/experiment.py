@@ -4,7 +4,7 @@
 
 # %% ../nbs/api/10_experiment.ipynb #5add53c3
 from __future__ import annotations
-import copy, json, os, time, itertools, contextlib, multiprocessing, concurrent.futures
+import copy, json, os, sys, time, itertools, contextlib, multiprocessing, concurrent.futures
 from dataclasses import dataclass, field, asdict, fields
 from pathlib import Path
 import numpy as np
@@ -20,8 +20,8 @@ from .trajectory import TrajectoryRecorder, Trajectory
 from .defenses import _last_log
 
 # %% auto #0
-__all__ = ['PRESETS', 'ExperimentConfig', 'ConfigError', 'load_config', 'run_experiment', 'grid_cells', 'sweep', 'preset',
-           'summary']
+__all__ = ['PRESETS', 'ExperimentConfig', 'ConfigError', 'load_config', 'run_experiment', 'grid_cells', 'SweepError', 'sweep',
+           'preset', 'summary']
 
 # %% ../nbs/api/10_experiment.ipynb #d86db669
 _NO_DEFENSE = 'none'
@@ -314,6 +314,9 @@ def grid_cells(grid: dict|list # `{field: [values]}`, or a list of them
     return [dict(zip(grid, c)) for c in itertools.product(*vals)]
 
 # %% ../nbs/api/10_experiment.ipynb #ffadc538
+class SweepError(RuntimeError):
+    "Some cells of a sweep failed; the others finished and are in its results table."
+
 def _run_cell(cfg: ExperimentConfig, out: Path, threads: int|None, verbose: bool) -> pd.DataFrame:
     "Run (or resume, or read) one sweep cell, in this process or a worker."
     if threads: torch.set_num_threads(threads)
@@ -356,10 +359,16 @@ def sweep(base: ExperimentConfig, # the settings shared by every cell
                                        f"test accuracy {res.test_acc.iloc[0]:.3f}", flush=True)
     dirs = [out/'cells'/n for n in names]
     fresh = [i for i, d in enumerate(dirs) if not (d/'results.csv').is_file()]
+    failed = {}
+    def fail(i, e):
+        failed[names[i]] = f"{type(e).__name__}: {e}"
+        print(f"  cell {names[i]} FAILED ({type(e).__name__}: {e}); the other cells go on", file=sys.stderr, flush=True)
     if jobs == 1:
         for i, cfg in enumerate(cfgs):
             if verbose: print(f"[{i + 1}/{len(cells)}] {names[i]}" + ('' if i in fresh else ' (done)'), flush=True)
-            finish(i, _run_cell(cfg, dirs[i], threads, verbose))
+            try: finish(i, _run_cell(cfg, dirs[i], threads, verbose))
+            except (ConfigError, FileExistsError): raise      # the sweep's own set-up is wrong: stop
+            except Exception as e: fail(i, e)
     else:
         if verbose: print(f"{len(cells)} cells ({len(cells) - len(fresh)} done): running {len(fresh)}, {jobs} at a time "
                           f"with {threads} thread(s) each; every cell logs to {out}/cells/<cell>/log.txt", flush=True)
@@ -367,7 +376,11 @@ def sweep(base: ExperimentConfig, # the settings shared by every cell
         ctx = multiprocessing.get_context('spawn')          # fresh interpreters: no forked torch thread pools
         with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=ctx) as ex:
             futs = {ex.submit(_run_cell, cfgs[i], dirs[i], threads, False): i for i in fresh}
-            for f in concurrent.futures.as_completed(futs): finish(futs[f], f.result())
+            for f in concurrent.futures.as_completed(futs):
+                try: finish(futs[f], f.result())
+                except Exception as e: fail(futs[f], e)
+    if failed: raise SweepError(f"{len(failed)} of {len(cells)} cells failed (the others are in {table}; rerun with "
+                                  f"resume to retry): " + '; '.join(f"{k}: {v}" for k, v in failed.items()))
     return pd.concat([done[k] for k in sorted(done)], ignore_index=True)     # this sweep's cells, in grid order
 
 # %% ../nbs/api/10_experiment.ipynb #4ded414d

@@ -93,3 +93,14 @@ def test_coalition_sizes_are_nested_around_one_target():
     assert len(targets) == 1
     members = sorted((c.defended_clients() for c in cfgs if c.defense == 'cofedmid'), key=len)
     assert all(set(a) < set(b) for a, b in zip(members, members[1:])) and targets <= set(members[0])
+
+def test_a_failing_cell_does_not_stop_the_sweep(tmp_path, monkeypatch):
+    import cofedmid.experiment as ex
+    real = ex._run_cell
+    def flaky(cfg, out, threads, verbose):
+        if cfg.seed == 1: raise FloatingPointError('diverged')
+        return real(cfg, out, threads, verbose)
+    monkeypatch.setattr(ex, '_run_cell', flaky)
+    with pytest.raises(ex.SweepError, match=r"1 of 3 cells failed .* seed=1: FloatingPointError: diverged"):
+        sweep(_smoke(rounds=1), {'seed': [0, 1, 2]}, tmp_path, verbose=False)
+    assert set(pd.read_csv(tmp_path/'results.csv').cell) == {'seed=0', 'seed=2'}
