@@ -14,19 +14,17 @@ from torch.func import functional_call
 from fastcore.basics import patch
 from .core import rng
 from .fl import Defense, ClientContext
-from .partition import CandidatePool, check_disjoint
+from .partition import CandidatePool, check_disjoint, pick_clients, CLIENT_PRESETS, _round_half_up
 
 # %% auto #0
-__all__ = ['MODULES', 'COALITION_PRESETS', 'ABLATIONS', 'DEFAULT_SIGMA', 'pick_coalition', 'class_schedule',
-           'class_guided_partition', 'EXP3', 'compensation_loss', 'perturb_mask', 'neutral_noise',
-           'pairwise_neutral_noise', 'CoalitionMessage', 'CoFedMID']
+__all__ = ['MODULES', 'COALITION_PRESETS', 'ABLATIONS', 'DEFAULT_SIGMA', 'class_schedule', 'class_guided_partition', 'EXP3',
+           'compensation_loss', 'perturb_mask', 'neutral_noise', 'pairwise_neutral_noise', 'CoalitionMessage',
+           'CoFedMID']
 
 # %% ../nbs/api/09_cofedmid.ipynb #72d19070
 MODULES = ('partition', 'compensation', 'perturbation')
-COALITION_PRESETS = {'pair': 2, 'half': 0.5}   # an int is a number of clients, a float a fraction of them
+COALITION_PRESETS = CLIENT_PRESETS                 # 'pair' (2 clients) and 'half' (a fraction 0.5), as in `pick_clients`
 ABLATIONS = {'m1': ('partition',), 'm1+m2': ('partition', 'compensation'), 'm3': ('perturbation',), 'all': MODULES}
-
-def _round_half_up(x: float) -> int: return int(math.floor(x + 0.5))
 
 def _check_ids(ids) -> list:
     "Sorted distinct integer ids, or a `ValueError` naming duplicates."
@@ -35,35 +33,6 @@ def _check_ids(ids) -> list:
     dup = sorted({k for k in ids if ids.count(k) > 1})
     if dup: raise ValueError(f"duplicate client ids in the coalition: {dup}")
     return sorted(ids)
-
-def pick_coalition(size_or_ids, # a preset name (`COALITION_PRESETS`), a size (int), a fraction of the clients (float) or client ids
-                   n_clients: int, # number of clients K in the federation
-                   seed: int = 0, # seed of the draw
-                   how: str = 'random' # `'random'`: draw the members; `'first'`: clients `0..m-1`
-                  ) -> list:
-    "Sorted coalition member ids from a preset, a size, a fraction of `n_clients`, or explicit ids (validated)."
-    if isinstance(n_clients, bool) or not isinstance(n_clients, (int, np.integer)) or n_clients < 1:
-        raise ValueError(f"n_clients must be a positive integer, got {n_clients!r}")
-    s = size_or_ids
-    if isinstance(s, str):
-        if s not in COALITION_PRESETS:
-            raise ValueError(f"unknown coalition preset {s!r}; choose one of {', '.join(COALITION_PRESETS)}")
-        s = COALITION_PRESETS[s]
-    if isinstance(s, (float, np.floating)):
-        if not 0 < s <= 1: raise ValueError(f"a coalition fraction must be in (0, 1], got {s}")
-        s = max(1, _round_half_up(s * n_clients))
-    if isinstance(s, (int, np.integer)) and not isinstance(s, bool):
-        if not 1 <= s <= n_clients:
-            raise ValueError(f"a coalition of {s} clients is impossible: the federation has {n_clients} clients")
-        if how == 'first': return list(range(int(s)))
-        if how != 'random': raise ValueError(f"how must be 'random' or 'first', got {how!r}")
-        return sorted(int(k) for k in rng(seed, 'coalition').choice(n_clients, int(s), replace=False))
-    ids = _check_ids(s)
-    if len(ids) > n_clients:
-        raise ValueError(f"the coalition has {len(ids)} members but the federation only {n_clients} clients")
-    bad = [k for k in ids if not 0 <= k < n_clients]
-    if bad: raise ValueError(f"the coalition names clients {bad} that do not exist (clients are 0..{n_clients - 1})")
-    return ids
 
 # %% ../nbs/api/09_cofedmid.ipynb #db404300
 def _check_ratios(max_ratio, min_ratio):
@@ -267,7 +236,7 @@ class CoFedMID(Defense):
                  mask: str = 'tail', # M3: `'tail'`, `'all'` or `'layer'`
                  sigma: float = DEFAULT_SIGMA, # M3: noise std
                  noise: str = 'projected', # M3: `'projected'` (common seed) or `'pairwise'` (pairwise seeds)
-                 coalition_draw: str = 'random', # how a size or preset is turned into members (`pick_coalition`)
+                 coalition_draw: str = 'random', # how a size or preset is turned into members (`pick_clients`' `how`)
                  pool: CandidatePool|None = None, # MIA candidates, to assert the validation shares avoid them
                  seed: int = 0 # the defense's seed (combined with the run's seed)
                 ):
@@ -311,7 +280,7 @@ def _check_modules(modules) -> tuple:
 def _spec_size(spec) -> int|None:
     "Coalition size if it is known without the federation."
     if isinstance(spec, list): return len(spec)
-    if isinstance(spec, str): return COALITION_PRESETS[spec] if spec in COALITION_PRESETS and isinstance(COALITION_PRESETS[spec], int) else None
+    if isinstance(spec, str): return CLIENT_PRESETS[spec] if isinstance(CLIENT_PRESETS.get(spec), int) else None
     if isinstance(spec, (int, np.integer)) and not isinstance(spec, bool): return int(spec)
     return None
 
@@ -325,7 +294,8 @@ def _rng(self: CoFedMID, *stream) -> np.random.Generator:
 def _setup(self: CoFedMID, sim):
     "Resolve and check the coalition against the federation, split the validation data, make the members' state."
     fed = sim.fed
-    members = pick_coalition(self.spec, sim.n_clients, self.seed, self.coalition_draw)
+    members = pick_clients(self.spec, sim.n_clients, self.seed, 'coalition', how=self.coalition_draw)
+    if not members: raise ValueError("the coalition is empty: give at least one client")
     if 'perturbation' in self.modules and len(members) < 2:
         raise ValueError("Module 3 (perturbation) needs a coalition of at least 2 clients: with one member the "
                          "noise cannot cancel in the aggregate; drop 'perturbation' or add members")

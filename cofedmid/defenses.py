@@ -14,29 +14,15 @@ import torch.nn.functional as F
 from fastcore.basics import patch
 from .core import rng, torch_rng
 from .data import ImageData, random_crop_flip
-from .partition import Federation, CandidatePool
+from .partition import Federation, CandidatePool, pick_clients
 from .fl import Defense, ClientContext, FedAvg, FLConfig
 from .trajectory import TrajectoryRecorder
 
 # %% auto #0
-__all__ = ['DEFENSES', 'pick_defended', 'BaselineDefense', 'Perturb', 'Sparsify', 'mixup_batch', 'MixUp', 'augment_batch',
-           'Augment', 'Sampling', 'hamp_target_prob', 'hamp_soft_labels', 'HAMP', 'hamp_outputs', 'DPSGD',
-           'make_defense', 'sweep_defense']
+__all__ = ['DEFENSES', 'BaselineDefense', 'Perturb', 'Sparsify', 'mixup_batch', 'MixUp', 'augment_batch', 'Augment', 'Sampling',
+           'hamp_target_prob', 'hamp_soft_labels', 'HAMP', 'hamp_outputs', 'DPSGD', 'make_defense', 'sweep_defense']
 
 # %% ../nbs/api/08_defenses.ipynb #de178e26
-def pick_defended(defended: list|int, # client ids, or how many clients to draw
-                  n_clients: int, # clients in the federation
-                  seed: int = 0 # seed of the draw when `defended` is a count
-                 ) -> list:
-    "The sorted ids of the defended clients: `defended` itself (checked) or a seeded draw of `defended` clients."
-    if isinstance(defended, (int, np.integer)) and not isinstance(defended, bool):
-        if not 0 <= defended <= n_clients: raise ValueError(f"cannot defend {defended} of {n_clients} clients")
-        return sorted(int(k) for k in rng(seed, 'defended').choice(n_clients, int(defended), replace=False))
-    ids = _check_clients(defended)
-    if ids is None: raise ValueError("defended must be a list of client ids or a count, got None")
-    _check_range(ids, n_clients, 'defended')
-    return ids
-
 def _check_clients(clients) -> list|None:
     "Validate a list of client ids (non-negative integers, no repeats); `None` stays `None` (every client)."
     if clients is None: return None
@@ -423,11 +409,11 @@ def sweep_defense(data: ImageData, # the dataset
     if defense not in DEFENSES: raise ValueError(f"unknown defense {defense!r}; choose one of {', '.join(DEFENSES)}")
     cls, knob, grid = DEFENSES[defense]
     knobs = list(grid if knobs is None else knobs)
-    who = pick_defended(defended, fed.n_clients, cfg.seed)
+    who = pick_clients(defended, fed.n_clients, cfg.seed, 'defended')
     for v in knobs: make_defense(defense, who, v, **kw)             # fail on a bad knob before any training
-    if target is None:
+    if target is None:                                           # the first defended client (listed or drawn)
         if not who: raise ValueError("no defended client: pass a target")
-        target = who[0]
+        target = pick_clients(defended, fed.n_clients, cfg.seed, 'defended', ordered=True)[0]
     _check_range([target], fed.n_clients, 'target')
     if score_fn is None:
         def score_fn(traj, tgt):

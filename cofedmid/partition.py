@@ -4,7 +4,7 @@
 
 # %% ../nbs/api/03_partition.ipynb #37882f64
 from __future__ import annotations
-import json
+import json, math
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
@@ -236,25 +236,42 @@ def load_layout(path: str|Path # file written by `save_layout`
     return fed, pool
 
 # %% ../nbs/api/03_partition.ipynb #f0a1836f
-CLIENT_PRESETS = {'pair': lambda K: 2, 'half': lambda K: max(1, K // 2)}
+CLIENT_PRESETS = {'pair': 2, 'half': 0.5}   # an int is a number of clients, a float a fraction of them
 
-def pick_clients(spec: list|int|str, # client ids, a count, or a preset name (`'pair'`, `'half'`)
+def _round_half_up(x: float) -> int: return int(math.floor(x + 0.5))
+
+def pick_clients(spec: list|int|float|str, # client ids, a count, a fraction of the clients, or a preset (`'pair'`, `'half'`)
                  n_clients: int, # number of clients K in the federation
-                 seed: int = 0, # seed of the draw when `spec` is a count or a preset
-                 what: str = 'defended', # what the clients are, for error messages
-                 ordered: bool = False # return a draw in draw order (first drawn first) instead of sorted
+                 seed: int = 0, # seed of the draw when `spec` is a count, a fraction or a preset
+                 what: str = 'defended', # what the clients are, for error messages and the draw's stream
+                 ordered: bool = False, # return a draw in draw order (first drawn first) instead of sorted
+                 how: str = 'random' # `'random'`: draw the clients; `'first'`: clients `0..m-1`
                 ) -> list:
-    "Sorted ids of the clients named by `spec`: a list is checked, a count or preset is drawn with `seed`."
-    if isinstance(spec, str):
-        if spec not in CLIENT_PRESETS: raise ValueError(f"{what}={spec!r}: unknown preset; choose one of "
-                                                        f"{', '.join(CLIENT_PRESETS)}, a count or a list of ids")
-        spec = CLIENT_PRESETS[spec](n_clients)
-    if isinstance(spec, (int, np.integer)) and not isinstance(spec, bool):
-        if not 0 <= spec <= n_clients: raise ValueError(f"{what}={spec}: a count must be in 0..{n_clients} (the number of clients)")
-        drawn = rng(seed, 'pick', what).permutation(n_clients)[:int(spec)].tolist()   # nested in the count
+    "Sorted ids of the clients named by `spec`: a list is checked, a count, fraction or preset is drawn with `seed`."
+    if isinstance(n_clients, bool) or not isinstance(n_clients, (int, np.integer)) or n_clients < 1:
+        raise ValueError(f"n_clients must be a positive integer, got {n_clients!r}")
+    if how not in ('random', 'first'): raise ValueError(f"how must be 'random' or 'first', got {how!r}")
+    s = spec
+    if isinstance(s, str):
+        if s not in CLIENT_PRESETS: raise ValueError(f"{what}={s!r}: unknown preset; choose one of "
+                                                     f"{', '.join(CLIENT_PRESETS)}, a count, a fraction or a list of ids")
+        s = CLIENT_PRESETS[s]
+    if isinstance(s, (float, np.floating)):
+        if not 0 < s <= 1: raise ValueError(f"{what}={spec!r}: a fraction of the clients must be in (0, 1]")
+        s = max(1, _round_half_up(s * n_clients))
+    if isinstance(s, (int, np.integer)) and not isinstance(s, bool):
+        if not 0 <= s <= n_clients: raise ValueError(f"{what}={spec!r}: a count must be in 0..{n_clients} (the number of clients)")
+        if how == 'first': return list(range(int(s)))
+        drawn = rng(seed, 'pick', what).permutation(n_clients)[:int(s)].tolist()   # nested in the count
         return drawn if ordered else sorted(drawn)
-    ids = [int(c) for c in spec]
-    if len(set(ids)) != len(ids): raise ValueError(f"{what}={list(spec)}: duplicate client ids")
-    bad = [c for c in ids if not 0 <= c < n_clients]
-    if bad: raise ValueError(f"{what}={list(spec)}: client ids {bad} do not exist (clients are 0..{n_clients - 1})")
-    return sorted(ids)
+    if isinstance(s, bytes) or not hasattr(s, '__iter__'):
+        raise TypeError(f"{what}={spec!r}: give client ids, a count, a fraction or a preset name")
+    ids = list(s)
+    if not all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) and c >= 0 for c in ids):
+        raise ValueError(f"{what}={ids!r}: client ids must be non-negative integers")
+    ids = [int(c) for c in ids]
+    dup = sorted({c for c in ids if ids.count(c) > 1})
+    if dup: raise ValueError(f"{what}={ids}: duplicate client ids {dup}")
+    bad = [c for c in ids if c >= n_clients]
+    if bad: raise ValueError(f"{what}={ids}: client ids {bad} do not exist (clients are 0..{n_clients - 1})")
+    return ids if ordered else sorted(ids)

@@ -8,7 +8,8 @@ from cofedmid.partition import Federation
 from cofedmid.fl import FedAvg, FLConfig, fedavg_weights
 from cofedmid.models import get_model
 from cofedmid.cofedmid import (CoFedMID, EXP3, class_guided_partition, class_schedule, compensation_loss, neutral_noise,
-                               pairwise_neutral_noise, perturb_mask, pick_coalition, ABLATIONS, COALITION_PRESETS)
+                               pairwise_neutral_noise, perturb_mask, ABLATIONS, COALITION_PRESETS)
+from cofedmid.partition import pick_clients
 
 @pytest.fixture(scope='module')
 def tiny_fed():
@@ -122,11 +123,12 @@ def test_bad_input_errors(tiny_fed):
     calls = []
     class Watch:
         def observe(self, *a): calls.append(1)
-    for coal, msg in [([0, 1, 7], 'names clients [7]'), (6, 'a coalition of 6 clients is impossible'), (list(range(6)), '6 members but')]:
+    for coal, msg in [([0, 1, 7], 'client ids [7] do not exist'), (6, 'coalition=6: a count must be in 0..5'),
+                      (list(range(6)), 'client ids [5] do not exist')]:
         with pytest.raises(ValueError) as e: _run(data, fed, [CoFedMID(coal)], rounds=1, observers=[Watch()])
         assert msg in str(e.value)
     assert not calls                                          # no round was trained
-    assert pick_coalition('pair', 10, how='first') == [0, 1] and len(pick_coalition('half', 10, seed=3)) == 5
+    assert pick_clients('pair', 10, how='first') == [0, 1] and len(pick_clients('half', 10, seed=3, what='coalition')) == 5
     assert set(ABLATIONS) == {'m1', 'm1+m2', 'm3', 'all'} and set(COALITION_PRESETS) == {'pair', 'half'}
 
 # --- the defense in a federation -------------------------------------------------------------------------------------

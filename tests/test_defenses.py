@@ -9,11 +9,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 from cofedmid.data import synthetic_dataset, load_dataset
+from cofedmid.partition import pick_clients
 from cofedmid.partition import Federation, CandidatePool
 from cofedmid.fl import FedAvg, FLConfig
 from cofedmid.trajectory import TrajectoryRecorder
 from cofedmid.defenses import (DEFENSES, Perturb, DPSGD, Sparsify, MixUp, Augment, Sampling, HAMP, make_defense,
-                               pick_defended, sweep_defense, mixup_batch, hamp_target_prob)
+                               sweep_defense, mixup_batch, hamp_target_prob)
 
 CFG = FLConfig(rounds=1, batch_size=16, progress=False)
 
@@ -134,7 +135,7 @@ def test_sampling_and_hamp_mechanics(tiny):
     (lambda: Perturb([0, 0], 1.), 'client ids must not repeat'),
     (lambda: Perturb([-2], 1.), 'client ids must be non-negative integers'),
     (lambda: make_defense('nope', [0]), "unknown defense 'nope'"),
-    (lambda: pick_defended(5, 4), 'cannot defend 5 of 4 clients'),
+    (lambda: pick_clients(5, 4), 'defended=5: a count must be in 0..4'),
 ])
 def test_bad_input(make, msg):
     with pytest.raises(ValueError) as e: make()
@@ -158,10 +159,10 @@ def test_sweep(tiny):
     eps = res[res.defense == 'dpsgd'].groupby('value').log_epsilon.first()
     assert eps[1.] > eps[4.] > 0
     assert res.auc.between(0, 1).all() and res.test_acc.between(0, 1).all()
-    picked = pick_defended(2, 4, seed=CFG.seed)
+    picked = pick_clients(2, 4, seed=CFG.seed, ordered=True)
     res = sweep_defense(data, fed, pool, CFG, 'sampling', knobs=[0.5], defended=2, score_fn=loss_auc, grad_signals=False,
                         baseline=False)
-    assert (res.target == picked[0]).all() and (res.defended == ','.join(map(str, picked))).all()
+    assert (res.target == picked[0]).all() and (res.defended == ','.join(map(str, sorted(picked)))).all()
 
 def test_sweep_default_scoring_uses_attacks_module(tiny):
     attacks = pytest.importorskip('cofedmid.attacks')
