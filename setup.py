@@ -15,6 +15,7 @@ statuses = ['1 - Planning', '2 - Pre-Alpha', '3 - Alpha', '4 - Beta', '5 - Produ
 py_versions = '3.10 3.11 3.12 3.13'.split()
 requirements = cfg.get('requirements', '').split()
 dev_requirements = cfg.get('dev_requirements', '').split()
+flower_requirements = cfg.get('flower_requirements', '').split()   # the Flower engine: pip install "cofedmid[flower]"
 min_python = cfg['min_python']
 lic_expr = {'apache2': 'Apache-2.0', 'mit': 'MIT', 'gpl3': 'GPL-3.0-only', 'bsd3': 'BSD-3-Clause'}[cfg['license']]
 
@@ -35,7 +36,7 @@ setuptools.setup(
     packages=setuptools.find_packages(include=['cofedmid', 'cofedmid.*']),
     include_package_data=True,
     install_requires=requirements,
-    extras_require={'dev': dev_requirements},
+    extras_require={'dev': dev_requirements, 'flower': flower_requirements},
     dependency_links=cfg.get('dep_links', '').split(),
     python_requires='>=' + min_python,
     zip_safe=False,

@@ -56,6 +56,9 @@ def _parser() -> argparse.ArgumentParser:
         r.add_argument('--grid', nargs='*', metavar='FIELD=V1,V2', help='values a field takes across the cells of a sweep')
         r.add_argument('--out', help='output folder (default: runs/<preset or config>-<time>)')
         r.add_argument('--resume', action='store_true', help='continue the run(s) in --out')
+        r.add_argument('--engine', choices=['inprocess', 'flower'], default='inprocess',
+                       help="where the clients run: in this process, or as Flower apps on Flower's simulation engine "
+                            "(needs pip install 'cofedmid[flower]')")
         r.add_argument('--jobs', type=int, help='cells run at once, each in its own process (default: one per CPU core, one on a GPU)')
         r.add_argument('--quiet', action='store_true', help='print only the summary')
     sub.add_parser('presets', help='list the presets')
@@ -90,9 +93,12 @@ def cli(argv: list|None = None # command-line arguments
         if grid:
             if out.exists() and any(out.iterdir()) and not a.resume:
                 raise FileExistsError(f"output folder {out} exists and is not empty; resume it (--resume) or choose another --out")
-            res = sweep(cfg, grid, out, verbose=not a.quiet, jobs=a.jobs)
-        else: res = run_experiment(cfg, out, resume=a.resume, verbose=not a.quiet)
+            res = sweep(cfg, grid, out, verbose=not a.quiet, jobs=a.jobs, engine=a.engine)
+        else: res = run_experiment(cfg, out, resume=a.resume, verbose=not a.quiet, engine=a.engine)
     except (ConfigError, DataError, FileExistsError, SweepError) as e:
+        print(f"cofedmid: error: {e}", file=sys.stderr); sys.exit(2)
+    except ImportError as e:
+        if a.engine != 'flower': raise
         print(f"cofedmid: error: {e}", file=sys.stderr); sys.exit(2)
     _print_summary(res, out)
     return res

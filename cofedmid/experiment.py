@@ -213,6 +213,15 @@ def _check_out(cfg: ExperimentConfig, out: Path, resume: bool):
     diff = [k for k in b if k != 'device' and a.get(k) != b[k]]
     if diff: raise ConfigError(f"cannot resume {out}: its config differs in {diff}")
 
+def _engine(engine):
+    "`None` for in-process, else an engine object with `make_sim(cfg, data, fed, observers)` and `run(sim, body)`."
+    if engine in (None, 'inprocess'): return None
+    if engine == 'flower':
+        from cofedmid.flower import FlowerEngine   # the module imports without flwr ...
+        return FlowerEngine()                       # ... and this raises the install hint without it
+    if isinstance(engine, str): raise ConfigError(f"engine={engine!r} is not allowed; choose one of inprocess, flower")
+    return engine
+
 def _data(cfg: ExperimentConfig):
     if cfg.dataset == 'synthetic': return load_dataset('synthetic', **cfg.synthetic)
     return load_dataset(cfg.dataset, cfg.data_dir, progress=False)
@@ -230,10 +239,12 @@ def _defense_info(defenses: list) -> dict:
 def run_experiment(cfg: ExperimentConfig, # the experiment
                    out: str|Path, # output folder (created; must be empty unless `resume`)
                    resume: bool = False, # continue an interrupted run in `out` (or return its finished results)
-                   verbose: bool = True # print progress (always written to `log.txt`)
+                   verbose: bool = True, # print progress (always written to `log.txt`)
+                   engine='inprocess' # `'inprocess'`, `'flower'` (Flower's simulation engine) or an engine object
                   ) -> pd.DataFrame:
     "Train, record, attack and write every artefact of `cfg` into `out`; returns the results table."
     cfg.check()
+    eng = _engine(engine)                      # a missing Flower extra fails here, before anything is written
     out = Path(out)
     _check_out(cfg, out, resume)
     if resume and (out/'results.csv').is_file(): return pd.read_csv(out/'results.csv')
@@ -249,7 +260,7 @@ def run_experiment(cfg: ExperimentConfig, # the experiment
     defended, target = cfg.defended_clients(), cfg.target_client()
     rec = TrajectoryRecorder(pool, cfg.record_every, cfg.grad_signals)
     defenses = cfg.build_defenses()
-    sim = FedAvg(data, fed, cfg.model, cfg.fl_config(), defenses, [rec])
+    sim = eng.make_sim(cfg, data, fed, [rec]) if eng else FedAvg(data, fed, cfg.model, cfg.fl_config(), defenses, [rec])
     ck = out/'checkpoint.pt'
     if resume and ck.is_file():
         sim.load_state_dict(torch.load(ck, weights_only=False, map_location='cpu'))
@@ -257,10 +268,13 @@ def run_experiment(cfg: ExperimentConfig, # the experiment
     log(f"{data}\n{cfg.n_clients} clients x {fed.sizes.min()}-{fed.sizes.max()} images, {cfg.model}, {cfg.rounds} rounds, "
         f"E={cfg.local_epochs}, defense {cfg.defense} on clients {defended if cfg.defense != _NO_DEFENSE else '-'}, "
         f"target client {target}, {len(pool)} candidates, device {sim.device}")
-    for r in range(sim.round + 1, cfg.rounds + 1):
-        row = sim.run(out, rounds=r)[-1]
-        acc = f"test acc {row['test_acc']:.3f}" if 'test_acc' in row else ''
-        log(f"round {r:>3}/{cfg.rounds}  train loss {row['train_loss']:.3f}  {acc}  {row['seconds']:.1f} s")
+    def train():
+        for r in range(sim.round + 1, cfg.rounds + 1):
+            row = sim.run(out, rounds=r)[-1]
+            acc = f"test acc {row['test_acc']:.3f}" if 'test_acc' in row else ''
+            log(f"round {r:>3}/{cfg.rounds}  train loss {row['train_loss']:.3f}  {acc}  {row['seconds']:.1f} s")
+    if eng: eng.run(sim, train)
+    else: train()
     rec.traj.save(out/'trajectory.npz')
     _write_json(out/'history.json', sim.history)
     res = _attack(cfg, rec.traj, target, defended, out)
@@ -317,10 +331,10 @@ def grid_cells(grid: dict|list # `{field: [values]}`, or a list of them
 class SweepError(RuntimeError):
     "Some cells of a sweep failed; the others finished and are in its results table."
 
-def _run_cell(cfg: ExperimentConfig, out: Path, threads: int|None, verbose: bool) -> pd.DataFrame:
+def _run_cell(cfg: ExperimentConfig, out: Path, threads: int|None, verbose: bool, engine='inprocess') -> pd.DataFrame:
     "Run (or resume, or read) one sweep cell, in this process or a worker."
     if threads: torch.set_num_threads(threads)
-    return run_experiment(cfg, out, resume=True, verbose=verbose)
+    return run_experiment(cfg, out, resume=True, verbose=verbose, engine=engine)
 
 def _jobs(jobs: int|None, n_cells: int, cfgs: list) -> int:
     "Worker processes for a sweep: `jobs`, or (`None`) one per core on a CPU, one on a GPU."
@@ -335,7 +349,8 @@ def sweep(base: ExperimentConfig, # the settings shared by every cell
           out: str|Path, # output folder of the sweep
           verbose: bool = True, # print progress
           jobs: int|None = 1, # cells run at once in worker processes; `None`: one per CPU core (one on a GPU)
-          threads: int|None = None # torch threads per worker; default the cores shared out among the jobs
+          threads: int|None = None, # torch threads per worker; default the cores shared out among the jobs
+          engine: str = 'inprocess' # `'inprocess'` or `'flower'` (every cell starts its own Flower simulation: one job)
          ) -> pd.DataFrame:
     "Run every cell of `grid` over `base` into `out/cells/`, skipping finished cells; returns the combined results."
     out = Path(out)
@@ -346,7 +361,8 @@ def sweep(base: ExperimentConfig, # the settings shared by every cell
         except ConfigError as e: raise ConfigError(f"grid cell {_cell_name(cell)}: {e}") from None
     names = [_cell_name(c) for c in cells]
     if len(set(names)) < len(names): raise ConfigError(f"the grid repeats cells: {sorted({n for n in names if names.count(n) > 1})}")
-    jobs = _jobs(jobs, len(cells), cfgs)
+    jobs = 1 if engine != 'inprocess' else _jobs(jobs, len(cells), cfgs)
+    _engine(engine)                                          # fail on a bad engine or a missing extra before any cell
     threads = threads or (max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None)
     done, t0 = {}, time.perf_counter()
     table = out/'results.csv'                              # shared by the sweeps run into `out`: keep the others' rows
@@ -366,7 +382,7 @@ def sweep(base: ExperimentConfig, # the settings shared by every cell
     if jobs == 1:
         for i, cfg in enumerate(cfgs):
             if verbose: print(f"[{i + 1}/{len(cells)}] {names[i]}" + ('' if i in fresh else ' (done)'), flush=True)
-            try: finish(i, _run_cell(cfg, dirs[i], threads, verbose))
+            try: finish(i, _run_cell(cfg, dirs[i], threads, verbose, engine))
             except (ConfigError, FileExistsError): raise      # the sweep's own set-up is wrong: stop
             except Exception as e: fail(i, e)
     else:

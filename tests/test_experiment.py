@@ -97,9 +97,9 @@ def test_coalition_sizes_are_nested_around_one_target():
 def test_a_failing_cell_does_not_stop_the_sweep(tmp_path, monkeypatch):
     import cofedmid.experiment as ex
     real = ex._run_cell
-    def flaky(cfg, out, threads, verbose):
+    def flaky(cfg, out, threads, verbose, engine):
         if cfg.seed == 1: raise FloatingPointError('diverged')
-        return real(cfg, out, threads, verbose)
+        return real(cfg, out, threads, verbose, engine)
     monkeypatch.setattr(ex, '_run_cell', flaky)
     with pytest.raises(ex.SweepError, match=r"1 of 3 cells failed .* seed=1: FloatingPointError: diverged"):
         sweep(_smoke(rounds=1), {'seed': [0, 1, 2]}, tmp_path, verbose=False)
