@@ -226,9 +226,14 @@ def _data(cfg: ExperimentConfig):
     if cfg.dataset == 'synthetic': return load_dataset('synthetic', **cfg.synthetic)
     return load_dataset(cfg.dataset, cfg.data_dir, progress=False)
 
-# %% ../nbs/api/10_experiment.ipynb #fe454951
-_RUN_COLUMNS = ['dataset', 'model', 'defense', 'knob', 'modules', 'coalition_size', 'target', 'seed', 'test_acc']
+def _layout(cfg: ExperimentConfig) -> tuple:
+    "`(data, federation)` of `cfg`, seeded: what every engine and every client rebuilds identically."
+    seed_everything(cfg.seed)
+    data = _data(cfg)
+    return data, Federation.split(data.y_train.numpy(), cfg.n_clients, cfg.partition, cfg.beta, cfg.per_client,
+                                  cfg.n_ofl, cfg.n_val, cfg.seed)
 
+# %% ../nbs/api/10_experiment.ipynb #fe454951
 def _defense_info(defenses: list) -> dict:
     "The defense's privacy knob as it ran (its default filled in) and, for CoFedMID, its modules."
     if not defenses: return dict(knob=np.nan, modules='')
@@ -251,10 +256,7 @@ def run_experiment(cfg: ExperimentConfig, # the experiment
     out.mkdir(parents=True, exist_ok=True)
     cfg.save(out/'config.json')
     log, t0 = _Log(out/'log.txt', verbose), time.perf_counter()
-    seed_everything(cfg.seed)
-    data = _data(cfg)
-    fed = Federation.split(data.y_train.numpy(), cfg.n_clients, cfg.partition, cfg.beta, cfg.per_client, cfg.n_ofl,
-                           cfg.n_val, cfg.seed)
+    data, fed = _layout(cfg)
     pool = CandidatePool.make(fed, cfg.members_per_client, seed=cfg.seed)
     save_layout(out/'layout.npz', fed, pool)
     defended, target = cfg.defended_clients(), cfg.target_client()

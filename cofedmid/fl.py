@@ -258,11 +258,15 @@ def participants(self: FedAvg, rnd: int) -> list:
     if m == K: return list(range(K))
     return sorted(rng(self.cfg.seed, 'participants', rnd).choice(K, m, replace=False).tolist())
 
+def _coordinates(d: Defense) -> bool:
+    "Does defense `d` change uploads after every client trained (it overrides `coordinate`)?"
+    return type(d).coordinate is not Defense.coordinate
+
 @patch
 def _keeps_uploads(self: FedAvg, rnd: int, parts: list) -> bool:
     "Must round `rnd` hold every upload at once: for an observer that wants them or a defense that coordinates them?"
     if any(getattr(o, 'needs_uploads', lambda sim, r: True)(self, rnd) for o in self.observers): return True
-    return any(type(d).coordinate is not Defense.coordinate and any(d.applies(k) for k in parts) for d in self.defenses)
+    return any(_coordinates(d) and any(d.applies(k) for k in parts) for d in self.defenses)
 
 @patch
 def run_round(self: FedAvg) -> dict:

@@ -8,11 +8,10 @@ import copy, json, logging, pickle, time, math, contextlib, warnings
 import numpy as np
 import torch
 from fastcore.basics import patch
-from .core import seed_everything
 from .partition import Federation
-from .fl import FedAvg, ClientContext, Defense, fedavg_weights, set_flat
+from .fl import FedAvg, ClientContext, fedavg_weights, set_flat, _coordinates
 from .cofedmid import CoFedMID, neutral_noise, pairwise_neutral_noise, perturb_mask
-from .experiment import ExperimentConfig, load_config, _data
+from .experiment import ExperimentConfig, load_config, _layout
 
 _LOADED = time.time()   # when this process imported the module: a Flower client reports it (start-up timings)
 
@@ -77,11 +76,7 @@ def neutral_share(d: CoFedMID, # the coalition (its state on member `k`'s node)
 def layout(cfg: ExperimentConfig # the experiment
           ) -> tuple:
     "`(data, federation)` of `cfg`, made exactly as `run_experiment` makes them (deterministic from the seed)."
-    seed_everything(cfg.seed)
-    data = _data(cfg)
-    fed = Federation.split(data.y_train.numpy(), cfg.n_clients, cfg.partition, cfg.beta, cfg.per_client, cfg.n_ofl,
-                           cfg.n_val, cfg.seed)
-    return data, fed
+    return _layout(cfg)
 
 _SIDES = {}
 
@@ -97,8 +92,6 @@ def client_side(experiment: str # the experiment config as JSON (what the server
     return _SIDES[experiment]
 
 # %% ../nbs/api/11_flower.ipynb #6f4c06bd
-def _coordinates(d: Defense) -> bool: return type(d).coordinate is not Defense.coordinate
-
 def client_round(sim: FedAvg, # the client-side simulator (`client_side`)
                  k: int, # this client's id
                  rnd: int, # round number
