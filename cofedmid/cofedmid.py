@@ -14,7 +14,7 @@ from torch.func import functional_call
 from fastcore.basics import patch
 from .core import rng
 from .fl import Defense, ClientContext
-from .partition import CandidatePool, check_disjoint, pick_clients, CLIENT_PRESETS, _round_half_up
+from .partition import CandidatePool, check_disjoint, pick_clients, CLIENT_PRESETS, _round_half_up, _client_ids
 
 # %% auto #0
 __all__ = ['MODULES', 'COALITION_PRESETS', 'ABLATIONS', 'DEFAULT_SIGMA', 'class_schedule', 'class_guided_partition', 'EXP3',
@@ -25,14 +25,6 @@ __all__ = ['MODULES', 'COALITION_PRESETS', 'ABLATIONS', 'DEFAULT_SIGMA', 'class_
 MODULES = ('partition', 'compensation', 'perturbation')
 COALITION_PRESETS = CLIENT_PRESETS                 # 'pair' (2 clients) and 'half' (a fraction 0.5), as in `pick_clients`
 ABLATIONS = {'m1': ('partition',), 'm1+m2': ('partition', 'compensation'), 'm3': ('perturbation',), 'all': MODULES}
-
-def _check_ids(ids) -> list:
-    "Sorted distinct integer ids, or a `ValueError` naming duplicates."
-    ids = [int(k) for k in ids]
-    if not ids: raise ValueError("the coalition is empty: give at least one client id")
-    dup = sorted({k for k in ids if ids.count(k) > 1})
-    if dup: raise ValueError(f"duplicate client ids in the coalition: {dup}")
-    return sorted(ids)
 
 # %% ../nbs/api/09_cofedmid.ipynb #db404300
 def _check_ratios(max_ratio, min_ratio):
@@ -250,7 +242,8 @@ class CoFedMID(Defense):
         if not 0 <= recycle_ratio <= 1: raise ValueError(f"recycle_ratio must be in [0, 1], got {recycle_ratio}")
         if not mu >= 0: raise ValueError(f"mu must be >= 0, got {mu}")
         EXP3(n_intervals, gamma, eta, reward_window)                     # validates gamma and eta
-        self.spec = coalition if isinstance(coalition, (str, int, float, np.integer, np.floating)) else _check_ids(coalition)
+        self.spec = coalition if isinstance(coalition, (str, int, float, np.integer, np.floating)) else _client_ids(coalition, 'coalition')
+        if isinstance(self.spec, list) and not self.spec: raise ValueError("the coalition is empty: give at least one client id")
         size = _spec_size(self.spec)
         if 'perturbation' in self.modules and size == 1:
             raise ValueError("Module 3 (perturbation) needs a coalition of at least 2 clients: with one member the "

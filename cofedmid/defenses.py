@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from fastcore.basics import patch
 from .core import rng, torch_rng
 from .data import ImageData, random_crop_flip
-from .partition import Federation, CandidatePool, pick_clients
+from .partition import Federation, CandidatePool, pick_clients, _client_ids
 from .fl import Defense, ClientContext, FedAvg, FLConfig
 from .trajectory import TrajectoryRecorder
 
@@ -22,34 +22,17 @@ from .trajectory import TrajectoryRecorder
 __all__ = ['DEFENSES', 'BaselineDefense', 'Perturb', 'Sparsify', 'mixup_batch', 'MixUp', 'augment_batch', 'Augment', 'Sampling',
            'hamp_target_prob', 'hamp_soft_labels', 'HAMP', 'hamp_outputs', 'DPSGD', 'make_defense', 'sweep_defense']
 
-# %% ../nbs/api/08_defenses.ipynb #de178e26
-def _check_clients(clients) -> list|None:
-    "Validate a list of client ids (non-negative integers, no repeats); `None` stays `None` (every client)."
-    if clients is None: return None
-    if isinstance(clients, (str, bytes)) or not hasattr(clients, '__iter__'):
-        raise TypeError(f"clients must be a list of client ids or None, got {clients!r}")
-    ids = list(clients)
-    if not all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) and c >= 0 for c in ids):
-        raise ValueError(f"client ids must be non-negative integers, got {ids!r}")
-    if len(set(ids)) != len(ids): raise ValueError(f"client ids must not repeat, got {ids!r}")
-    return sorted(int(c) for c in ids)
-
-def _check_range(ids: list|None, n_clients: int, what: str = 'defended'):
-    "Fail if a client id is not one of the federation's `n_clients` clients."
-    bad = [c for c in (ids or []) if c >= n_clients]
-    if bad: raise ValueError(f"{what} client ids {bad} are out of range: the federation has clients 0..{n_clients - 1}")
-
 # %% ../nbs/api/08_defenses.ipynb #2ef00179
 class BaselineDefense(Defense):
     "Base of the per-client baselines: validated `clients`, a range check when the run starts, one privacy knob."
     name, knob = 'baseline', None
     def __init__(self, clients: list|None # ids of the defended clients; `None` = every client
                 ):
-        super().__init__(_check_clients(clients))
+        super().__init__(None if clients is None else _client_ids(clients))
     def before_round(self, sim, rnd: int, participants: list): self.setup(sim)
     def setup(self, sim):
         "Check the defense against the simulator `sim` (client ids in range, ...) before the round's training."
-        _check_range(self.clients, sim.n_clients, f"{type(self).__name__}: defended")
+        _client_ids(self.clients or [], f"{type(self).__name__}: defended", sim.n_clients)
     @property
     def knob_value(self): return getattr(self, self.knob) if self.knob else None
     def __repr__(self): return f"{type(self).__name__}(clients={self.clients}" + (f", {self.knob}={self.knob_value!r})" if self.knob else ")")
@@ -414,7 +397,7 @@ def sweep_defense(data: ImageData, # the dataset
     if target is None:                                           # the first defended client (listed or drawn)
         if not who: raise ValueError("no defended client: pass a target")
         target = pick_clients(defended, fed.n_clients, cfg.seed, 'defended', ordered=True)[0]
-    _check_range([target], fed.n_clients, 'target')
+    _client_ids([target], 'target', fed.n_clients)
     if score_fn is None:
         def score_fn(traj, tgt):
             from cofedmid.attacks import evaluate

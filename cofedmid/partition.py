@@ -240,6 +240,24 @@ CLIENT_PRESETS = {'pair': 2, 'half': 0.5}   # an int is a number of clients, a f
 
 def _round_half_up(x: float) -> int: return int(math.floor(x + 0.5))
 
+def _client_ids(ids, # an iterable of client ids
+                     what: str = 'clients', # what the clients are, for error messages
+                     n_clients: int|None = None, # number of clients in the federation; `None`: do not check the range
+                     ordered: bool = False # keep the given order instead of sorting
+                    ) -> list:
+    "Client ids checked to be distinct non-negative integers (below `n_clients` when given), sorted."
+    if isinstance(ids, (str, bytes)) or not hasattr(ids, '__iter__'):
+        raise TypeError(f"{what}={ids!r}: give a list of client ids")
+    ids = list(ids)
+    if not all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) and c >= 0 for c in ids):
+        raise ValueError(f"{what}={ids!r}: client ids must be non-negative integers")
+    ids = [int(c) for c in ids]
+    dup = sorted({c for c in ids if ids.count(c) > 1})
+    if dup: raise ValueError(f"{what}={ids}: duplicate client ids {dup}")
+    bad = [c for c in ids if n_clients is not None and c >= n_clients]
+    if bad: raise ValueError(f"{what}={ids}: client ids {bad} do not exist (clients are 0..{n_clients - 1})")
+    return ids if ordered else sorted(ids)
+
 def pick_clients(spec: list|int|float|str, # client ids, a count, a fraction of the clients, or a preset (`'pair'`, `'half'`)
                  n_clients: int, # number of clients K in the federation
                  seed: int = 0, # seed of the draw when `spec` is a count, a fraction or a preset
@@ -266,12 +284,4 @@ def pick_clients(spec: list|int|float|str, # client ids, a count, a fraction of 
         return drawn if ordered else sorted(drawn)
     if isinstance(s, bytes) or not hasattr(s, '__iter__'):
         raise TypeError(f"{what}={spec!r}: give client ids, a count, a fraction or a preset name")
-    ids = list(s)
-    if not all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) and c >= 0 for c in ids):
-        raise ValueError(f"{what}={ids!r}: client ids must be non-negative integers")
-    ids = [int(c) for c in ids]
-    dup = sorted({c for c in ids if ids.count(c) > 1})
-    if dup: raise ValueError(f"{what}={ids}: duplicate client ids {dup}")
-    bad = [c for c in ids if c >= n_clients]
-    if bad: raise ValueError(f"{what}={ids}: client ids {bad} do not exist (clients are 0..{n_clients - 1})")
-    return ids if ordered else sorted(ids)
+    return _client_ids(s, what, n_clients, ordered)
