@@ -273,6 +273,9 @@ def _fedmia(traj, target, v, rounds, name, lower, outlier, min_std, stat):
     if not len(keep): raise ValueError(f"client {target} took part in none of the recorded rounds")
     refs = [k for k in range(traj.n_clients) if k != target]
     x = np.stack([_signal(traj, name, k)[keep] for k in range(traj.n_clients)], 1)   # (R, K, C)
+    took_part = traj.participated[np.ix_(keep, refs)]                              # (R, J)
+    if not (np.isfinite(x[:, target]).all() and np.isfinite(x[:, refs][took_part]).all()):
+        return np.full(x.shape[-1], np.nan)            # a diverged model: nothing to rank (`evaluate` notes it)
     mu, sd, _ = _gaussian_null(x[:, refs], outlier, min_std)
     z = (x[:, target] - mu)/sd
     if lower: z = -z                                   # z > 0 now points towards "member"
@@ -360,6 +363,8 @@ def seqmia_attack(traj: Trajectory, target: int, v: int, rounds: np.ndarray,
     if not len(keep): raise ValueError("the target and the reference client never took part in the same recorded round")
     xtr = _seq_features(traj, ref_v, keep, features)[train]
     xall = _seq_features(traj, v, keep, features)
+    if not (np.isfinite(xtr).all() and np.isfinite(xall).all()):
+        return np.full(len(xall), np.nan)              # a diverged model: nothing to rank (`evaluate` notes it)
     mu, sd = xtr.reshape(-1, len(features)).mean(0), xtr.reshape(-1, len(features)).std(0) + 1e-6
     norm = lambda x: torch.as_tensor(np.nan_to_num((x - mu)/sd), dtype=torch.float32)
     xtr, xall = norm(xtr), norm(xall)
