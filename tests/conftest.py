@@ -24,3 +24,14 @@ def data_dir():
     d = os.environ.get('COFEDMID_DATA') or ROOT.parent/'shared'/'data'
     if not (Path(d)/'cifar10-jpeg.tar.gz').is_file(): pytest.skip(f'no offline CIFAR archives in {d}')
     return Path(d)
+
+@pytest.fixture(scope='session')
+def cifar10_fed(data_dir):
+    "The slow tests' CIFAR-10 federation: 10 clients × 500 images, 1,000 OFL, 500 validation; 250 members per client."
+    import torch
+    from cofedmid.data import load_dataset
+    from cofedmid.partition import Federation, CandidatePool
+    torch.set_num_threads(2)
+    data = load_dataset('cifar10', data_dir, progress=False)
+    fed = Federation.split(data.y_train.numpy(), n_clients=10, size=500, n_ofl=1000, n_val=500, seed=0)
+    return data, fed, CandidatePool.make(fed, n_per_client=250, n_ofl=1000, seed=0)

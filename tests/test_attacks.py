@@ -128,17 +128,11 @@ def test_tiny_federation_shuffled_owners_near_half(tiny_traj):
 
 # ---------------------------------------------------------------- CIFAR-10 (slow)
 @pytest.mark.slow
-def test_cifar10_trajectory_attacks_vs_loss(data_dir):
+def test_cifar10_trajectory_attacks_vs_loss(cifar10_fed):
     "10 clients x 500 CIFAR-10 images, CNN, E=2, 30 rounds recorded every 5 (a few minutes on 2 cores)."
-    import torch
-    from cofedmid.data import load_dataset
-    from cofedmid.partition import Federation, CandidatePool
     from cofedmid.fl import FedAvg, FLConfig
     from cofedmid.trajectory import TrajectoryRecorder
-    torch.set_num_threads(2)
-    data = load_dataset('cifar10', data_dir, progress=False)
-    fed = Federation.split(data.y_train.numpy(), n_clients=10, size=500, n_ofl=1000, n_val=500, seed=0)
-    pool = CandidatePool.make(fed, n_per_client=250, n_ofl=1000, seed=0)
+    data, fed, pool = cifar10_fed
     rec = TrajectoryRecorder(pool, record_every=5, grad_signals=False)
     FedAvg(data, fed, 'cnn', FLConfig(rounds=30, local_epochs=2, batch_size=64, lr=0.05, eval_size=2000, progress=False),
            observers=[rec]).run()

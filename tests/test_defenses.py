@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
-from cofedmid.data import synthetic_dataset, load_dataset
+from cofedmid.data import synthetic_dataset
 from cofedmid.partition import pick_clients
 from cofedmid.partition import Federation, CandidatePool
 from cofedmid.fl import FedAvg, FLConfig
@@ -175,12 +175,9 @@ def test_sweep_default_scoring_uses_attacks_module(tiny):
     assert res.auc.between(0, 1).all()
 
 @pytest.mark.slow
-def test_cifar10_strong_perturb_and_dpsgd_lower_auc_at_accuracy_cost(data_dir):
+def test_cifar10_strong_perturb_and_dpsgd_lower_auc_at_accuracy_cost(cifar10_fed):
     "10 × 500 CIFAR-10, CNN, E = 2, 16 rounds; client 0 defended and attacked (250 members vs 1,000 OFL, SE ≈ 0.02)."
-    torch.set_num_threads(2)
-    data = load_dataset('cifar10', data_dir, progress=False)
-    fed = Federation.split(data.y_train.numpy(), n_clients=10, size=500, n_ofl=1000, n_val=500, seed=0)
-    pool = CandidatePool.make(fed, n_per_client=250, n_ofl=1000, seed=0)
+    data, fed, pool = cifar10_fed
     cfg = FLConfig(rounds=16, local_epochs=2, batch_size=64, lr=0.05, eval_size=2000, progress=False)
     res = pd.concat([sweep_defense(data, fed, pool, cfg, name, knobs=[v], defended=[0], score_fn=loss_auc, record_every=4,
                                    grad_signals=False, baseline=(name == 'perturb'))
