@@ -410,7 +410,7 @@ _TABLES = [{'defense': ['none', 'cofedmid', *_BASELINES]}, {'defense': 'cofedmid
 _PAPER_BASE = dict(dataset='cifar100', model='resnet18', n_clients=10, per_client=None, n_ofl=1000, n_val=500,
                    members_per_client=1000, rounds=100, local_epochs=1, batch_size=128, lr=0.1, lr_schedule='exp',
                    lr_decay=0.98, record_every=10, eval_size=None)
-_STRONGER = {'perturb': 100., 'dpsgd': 2., 'sparsify': 0.01, 'mixup': 2., 'augment': 2., 'sampling': 0.2, 'hamp': 0.95}
+_STRONGER = {'perturb': 60., 'dpsgd': 2., 'sparsify': 0.01, 'mixup': 2., 'augment': 2., 'sampling': 0.2, 'hamp': 0.95}
 
 PRESETS = {
     'quick': dict(base=_CPU_BASE | dict(rounds=12, record_every=4), grid={'defense': ['none', 'cofedmid']}),
