@@ -4,7 +4,7 @@
 
 # %% ../nbs/api/10_experiment.ipynb #5add53c3
 from __future__ import annotations
-import copy, json, os, sys, time, itertools, contextlib, multiprocessing, concurrent.futures
+import copy, json, math, os, sys, time, itertools, contextlib, multiprocessing, concurrent.futures
 from dataclasses import dataclass, field, asdict, fields
 from pathlib import Path
 import numpy as np
@@ -274,7 +274,8 @@ def run_experiment(cfg: ExperimentConfig, # the experiment
         for r in range(sim.round + 1, cfg.rounds + 1):
             row = sim.run(out, rounds=r)[-1]
             acc = f"test acc {row['test_acc']:.3f}" if 'test_acc' in row else ''
-            log(f"round {r:>3}/{cfg.rounds}  train loss {row['train_loss']:.3f}  {acc}  {row['seconds']:.1f} s")
+            bad = '' if math.isfinite(row['train_loss']) else '  (non-finite: the model diverged)'
+            log(f"round {r:>3}/{cfg.rounds}  train loss {row['train_loss']:.3f}  {acc}  {row['seconds']:.1f} s{bad}")
     if eng: eng.run(sim, train)
     else: train()
     rec.traj.save(out/'trajectory.npz')

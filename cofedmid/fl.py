@@ -291,8 +291,10 @@ def run_round(self: FedAvg) -> dict:
     self.params = new
     set_flat(self.model, new)
     self.round = rnd
-    row = {'round': rnd, 'lr': self.cfg.lr_at(rnd), 'participants': parts,
-           'train_loss': float(np.nanmean([l['train_loss'] for l in logs.values()]))}
+    with warnings.catch_warnings():                  # every loss NaN (a diverged model) gives NaN, without a warning
+        warnings.simplefilter('ignore', RuntimeWarning)
+        loss = float(np.nanmean([l['train_loss'] for l in logs.values()]))
+    row = {'round': rnd, 'lr': self.cfg.lr_at(rnd), 'participants': parts, 'train_loss': loss}
     if rnd % self.cfg.eval_every == 0 or rnd == self.cfg.rounds: row |= self.evaluate()
     row['clients'] = logs
     row['seconds'] = time.perf_counter() - t0
