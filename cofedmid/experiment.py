@@ -414,7 +414,7 @@ _PAPER_BASE = dict(dataset='cifar100', model='resnet18', n_clients=10, per_clien
 _STRONGER = {'perturb': 60., 'dpsgd': 2., 'sparsify': 0.01, 'mixup': 2., 'augment': 2., 'sampling': 0.2, 'hamp': 0.95}
 
 PRESETS = {
-    'quick': dict(base=_CPU_BASE | dict(rounds=12, record_every=4), grid={'defense': ['none', 'cofedmid']}),
+    'quick': dict(base=_CPU_BASE | dict(rounds=10), grid={'defense': ['none', 'cofedmid']}),
     'tables': dict(base=_CPU_BASE, grid=_TABLES),
     'coalition': dict(base=_CPU_BASE, grid=[{'defense': ['none', 'cofedmid']},
                                             {'defense': 'cofedmid', 'defended': ['pair', 3, 4, 6, 8, 10]}]),
