@@ -29,7 +29,7 @@ def write_readme(extra: str|None = None):
     body = [HEAD, "## Latest figures\n",
             f"Machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores ({m.get('simd', '?')}), Python {m.get('python', '?')}, "
             f"torch {m.get('torch', '?')}, GPU: {m.get('cuda') or 'none'}.\n",
-            "| benchmark | goal | result | goal | command | load avg | when |", "|---|---|---|---|---|---|---|",
+            "| benchmark | goal | result | goal met? | command | load avg | when |", "|---|---|---|---|---|---|---|",
             *[_fmt(r) for r in rows], ""]
     notes = HERE/'NOTES.md'
     if notes.exists(): body.append(notes.read_text())

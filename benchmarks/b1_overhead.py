@@ -33,7 +33,7 @@ def run(full: bool = False, threads: int = 1) -> dict:
     from cofedmid.partition import Federation
     from cofedmid.fl import FedAvg, FLConfig, get_flat
     from cofedmid.models import get_model
-    K, per, reps = 10, (2500 if full else 300), (7 if full else 5)
+    K, per, reps = 10, (2500 if full else 300), (7 if full else 9)
     data = synthetic_dataset(n_classes=10, n_train=K*per + 200, n_test=100, size=32, seed=0)
     fed = Federation.split(data.y_train.numpy(), K, size=per, n_ofl=100, n_val=100, seed=0)
     cfg = FLConfig(rounds=10**6, eval_every=10**6, batch_size=64, lr=0.05, progress=False, device='cpu')

@@ -4,10 +4,11 @@ Clients: K ∈ {10, 20, 50, 100} share 3,000 training images (3×32×32, synthet
 process (so its peak resident memory is its own) for 2 rounds after a warm-up round, no evaluation; its peak memory is measured over those rounds (Linux VmHWM
 reset after set-up), the set-up peak is reported separately.
 Rounds: one process runs FedAvg (10 clients × 100 images) with a `TrajectoryRecorder` (gradient signals on,
-recording every 5 rounds, 700 candidates; 20 rounds, `--full` 100) and reads its resident memory after every round; the slope of memory
-against rounds (after the first recording) should be ≈ 0."""
+recording every 5 rounds, 700 candidates; 20 rounds, `--full` 100) and reads its resident memory after every round, before and
+after glibc's `malloc_trim` (which returns freed-but-cached heap to the OS): the trimmed size of the ordinary rounds (not
+the recording ones) must not grow."""
 from __future__ import annotations
-import json, os, subprocess, sys, time
+import ctypes, json, os, subprocess, sys, time
 import numpy as np
 
 NAME = 'b5_scaling'
@@ -56,10 +57,14 @@ def _child_rounds(rounds, threads):
     rec = TrajectoryRecorder(pool, record_every=5)
     sim = FedAvg(data, fed, 'cnn', FLConfig(rounds=rounds, eval_every=5, batch_size=64, progress=False, device='cpu'),
                  observers=[rec])
-    mem, secs = [], []
+    try: trim = ctypes.CDLL('libc.so.6').malloc_trim               # glibc: hand freed-but-cached heap back to the OS
+    except (OSError, AttributeError): trim = lambda pad: 0
+    mem, trimmed, secs = [], [], []
     for _ in range(rounds):
         row = sim.run_round(); mem.append(rss_bytes()); secs.append(row['seconds'])
-    return {'rounds': rounds, 'rss_after_round': mem, 'round_seconds': secs, 'trajectory_bytes': rec.traj.nbytes}
+        trim(0); trimmed.append(rss_bytes())                         # what is still allocated: a leak would stay
+    return {'rounds': rounds, 'rss_after_round': mem, 'rss_after_round_trimmed': trimmed, 'round_seconds': secs,
+            'trajectory_bytes': rec.traj.nbytes}
 
 def _spawn(args, threads):
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
@@ -72,18 +77,26 @@ def run(full: bool = False, threads: int = 1) -> dict:
     total = 25000 if full else 3000
     clients = [_spawn(['clients', K, total, threads], threads) for K in (10, 20, 50, 100)]
     rounds = _spawn(['rounds', 100 if full else 20, threads], threads)
-    mem = np.array(rounds['rss_after_round'], float); r = np.arange(1, len(mem) + 1)
-    slope = float(np.polyfit(r[5:], mem[5:], 1)[0])                       # bytes per round after the first recording
-    growth = float(mem[-5:].max() - mem[4:9].max())                       # end vs just after the first recording
+    # The resident size right after a round keeps the heap that glibc cached from freed buffers (its level changes at
+    # each recording round and varies from run to run), so growth is judged on the size after `malloc_trim`: the
+    # memory still allocated. Ordinary rounds after the first recording: rounds 6-9 against the last 4.
+    raw, mem = np.array(rounds['rss_after_round'], float), np.array(rounds['rss_after_round_trimmed'], float)
+    r = np.arange(1, len(mem) + 1)
+    plain = (r > 5) & (r % 5 != 0)
+    slope = float(np.polyfit(r[plain], mem[plain], 1)[0])                 # bytes per round, ordinary rounds
+    growth = float(mem[plain][-4:].max() - mem[plain][:4].max())
+    spikes = raw[r % 5 == 0]
     t10, t100 = np.median(clients[0]['cpu_s']), np.median(clients[-1]['cpu_s'])
     m10, m100 = clients[0]['peak_rss'], clients[-1]['peak_rss']
     ok = growth < 32 * 2**20
     return {'total_images': total, 'by_clients': clients, 'by_rounds': rounds, 'rss_slope_bytes_per_round': slope, 'rss_growth_after_first_recording': growth,
             'cpu_time_ratio_100_vs_10_clients': t100 / t10, 'peak_rss_ratio_100_vs_10_clients': m100 / m10,
             'goal_met': bool(ok and t100 / t10 < 1.5 and m100 / m10 < 1.5), 'threads': threads,
+            'rss_after_recording_rounds': spikes.tolist(),
             'summary': f"K 10->100 at {total} images: round CPU time x{t100/t10:.2f}, peak memory x{m100/m10:.2f} "
-                       f"({m10/2**20:.0f}->{m100/2**20:.0f} MiB); memory after the first recording {mem[4:9].max()/2**20:.0f} MiB, "
-                       f"at round {rounds['rounds']} {mem[-5:].max()/2**20:.0f} MiB (trajectory {rounds['trajectory_bytes']/1024:.0f} KiB preallocated)"}
+                       f"({m10/2**20:.0f}->{m100/2**20:.0f} MiB); allocated after rounds 6-9 {mem[plain][:4].max()/2**20:.0f} MiB, "
+                       f"after the last ordinary rounds {mem[plain][-4:].max()/2**20:.0f} MiB (resident before trimming "
+                       f"{raw.min()/2**20:.0f}-{raw.max()/2**20:.0f} MiB; trajectory {rounds['trajectory_bytes']/1024:.0f} KiB preallocated)"}
 
 if __name__ == '__main__':
     kind, *a = sys.argv[1:]
