@@ -241,11 +241,11 @@ CLIENT_PRESETS = {'pair': 2, 'half': 0.5}   # an int is a number of clients, a f
 def _round_half_up(x: float) -> int: return int(math.floor(x + 0.5))
 
 def _client_ids(ids, # an iterable of client ids
-                     what: str = 'clients', # what the clients are, for error messages
-                     n_clients: int|None = None, # number of clients in the federation; `None`: do not check the range
-                     ordered: bool = False # keep the given order instead of sorting
-                    ) -> list:
-    "Client ids checked to be distinct non-negative integers (below `n_clients` when given), sorted."
+                what: str = 'clients', # what the clients are, for error messages
+                n_clients: int|None = None, # number of clients in the federation; `None`: do not check the range
+                ordered: bool = False # keep the given order instead of sorting
+               ) -> list:
+    "Client ids checked to be distinct non-negative integers (below `n_clients` when given), sorted unless `ordered`."
     if isinstance(ids, (str, bytes)) or not hasattr(ids, '__iter__'):
         raise TypeError(f"{what}={ids!r}: give a list of client ids")
     ids = list(ids)
