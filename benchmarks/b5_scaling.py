@@ -12,6 +12,7 @@ import ctypes, json, os, subprocess, sys, time
 import numpy as np
 
 NAME = 'b5_scaling'
+_EVERY = 5        # the rounds benchmark records the trajectory every this many rounds
 GOAL = 'round time and memory roughly flat in K at fixed total data; memory flat in rounds (except trajectory scalars)'
 
 def _child_clients(K, total, threads):
@@ -54,7 +55,7 @@ def _child_rounds(rounds, threads):
     data = synthetic_dataset(n_classes=10, n_train=1000 + 400, n_test=100, size=32, seed=0)
     fed = Federation.split(data.y_train.numpy(), 10, size=100, n_ofl=200, n_val=200, seed=0)
     pool = CandidatePool.make(fed, n_per_client=50, n_ofl=200, seed=0)
-    rec = TrajectoryRecorder(pool, record_every=5)
+    rec = TrajectoryRecorder(pool, record_every=_EVERY)
     sim = FedAvg(data, fed, 'cnn', FLConfig(rounds=rounds, eval_every=5, batch_size=64, progress=False, device='cpu'),
                  observers=[rec])
     try: trim = ctypes.CDLL('libc.so.6').malloc_trim               # glibc: hand freed-but-cached heap back to the OS
@@ -82,10 +83,10 @@ def run(full: bool = False, threads: int = 1) -> dict:
     # memory still allocated. Ordinary rounds after the first recording: rounds 6-9 against the last 4.
     raw, mem = np.array(rounds['rss_after_round'], float), np.array(rounds['rss_after_round_trimmed'], float)
     r = np.arange(1, len(mem) + 1)
-    plain = (r > 5) & (r % 5 != 0)
+    plain = (r > _EVERY) & (r % _EVERY != 0)
     slope = float(np.polyfit(r[plain], mem[plain], 1)[0])                 # bytes per round, ordinary rounds
     growth = float(mem[plain][-4:].max() - mem[plain][:4].max())
-    spikes = raw[r % 5 == 0]
+    spikes = raw[r % _EVERY == 0]
     t10, t100 = np.median(clients[0]['cpu_s']), np.median(clients[-1]['cpu_s'])
     m10, m100 = clients[0]['peak_rss'], clients[-1]['peak_rss']
     ok = growth < 32 * 2**20
