@@ -22,7 +22,8 @@ from .metrics import roc_metrics
 __all__ = ['ATTACKS', 'AttackUnavailable', 'MissingSignalError', 'Attack', 'register', 'toy_trajectory', 'attack_scores',
            'loss_attack', 'grad_cosine_attack', 'grad_diff_attack', 'grad_norm_attack', 'loss_series_attack',
            'avg_cosine_attack', 'fta_loss_attack', 'fta_conf_attack', 'fedmia_1_attack', 'fedmia_2_attack',
-           'seqmia_attack', 'evaluate', 'evaluate_rounds', 'save_scores', 'load_scores']
+           'seqmia_attack', 'score_attacks', 'score_table', 'evaluate', 'evaluate_rounds', 'scores_as_stored',
+           'save_scores', 'load_scores']
 
 # %% ../nbs/api/07_attacks.ipynb #5c3360ed
 class AttackUnavailable(ValueError):
@@ -31,7 +32,7 @@ class AttackUnavailable(ValueError):
 class MissingSignalError(AttackUnavailable):
     "An attack needs a signal the trajectory did not record."
 
-_GRAD = ('gdot', 'gnorm')
+_GRAD_SIGNALS = ('cosine', 'gdot', 'grad_diff', 'gnorm')
 
 def _view_index(traj: Trajectory, target: int, view: str) -> int:
     if view not in ('upload', 'global'): raise ValueError(f"view must be 'upload' or 'global', got {view!r}")
@@ -44,7 +45,7 @@ def _signal(traj: Trajectory, # the recorded trajectory
             v: int # index along the view axis
            ) -> np.ndarray:
     "(R, C) float64 signal `name` of view index `v` over all recordings."
-    if name in ('cosine', 'gdot', 'grad_diff', 'gnorm') and np.isnan(traj.gnorm).all():
+    if name in _GRAD_SIGNALS and (not traj.has_grad.any() or np.isnan(traj.gnorm).all()):
         raise MissingSignalError(f"signal {name!r} needs the gradient signals (gdot, gnorm), but this trajectory was "
                                  "recorded without them (TrajectoryRecorder(grad_signals=False))")
     if name == 'cosine': x = traj.gdot[:, v]/np.maximum(traj.gnorm*traj.dnorm[:, v, None], 1e-12)
@@ -56,6 +57,10 @@ def _signal(traj: Trajectory, # the recorded trajectory
     elif name in ('loss', 'conf', 'margin', 'gdot'): x = getattr(traj, name)[:, v]
     else: raise ValueError(f"unknown signal {name!r}")
     return np.asarray(x, dtype=np.float64)
+
+def _with_signal(traj: Trajectory, name: str, rounds: np.ndarray) -> np.ndarray:
+    "The recordings in `rounds` that hold signal `name` (gradient signals may be recorded more sparsely)."
+    return rounds[traj.has_grad[rounds]] if name in _GRAD_SIGNALS else rounds
 
 def _rounds(traj: Trajectory, round: int) -> np.ndarray:
     "Indices of the recordings up to and including recording `round` (negative counts from the end)."
@@ -80,11 +85,6 @@ class Attack:
     def params(self) -> dict:
         "Tunable parameters of the attack and their defaults."
         return {p.name: p.default for p in list(inspect.signature(self.fn).parameters.values())[4:]}
-
-
-    def excluded(self, traj: Trajectory, target: int, view: str, **kw) -> np.ndarray:
-        "Candidates the attack cannot score because it trained on them (all False except for learned attacks)."
-        return np.zeros(len(traj.cand_index), bool)
 
 ATTACKS = {}
 
@@ -118,7 +118,8 @@ def toy_trajectory(n_clients: int = 4, # clients K
     dnorm = np.ones((R, V))
     f32 = lambda x: np.asarray(x, np.float32)
     return Trajectory(np.arange(1, R + 1)*2, f32(-np.log(conf)), f32(conf), f32(logit), f32(cos*gnorm[:, None]*dnorm[..., None]),
-                      f32(gnorm), f32(dnorm), np.ones((R, V), bool), np.arange(C), owner)
+                      f32(gnorm), f32(dnorm), np.ones((R, V), bool), np.arange(C), owner,
+                      np.ones(R, bool))
 
 # %% ../nbs/api/07_attacks.ipynb #2b144925
 def attack_scores(traj: Trajectory, # the recorded trajectory
@@ -144,6 +145,9 @@ def attack_scores(traj: Trajectory, # the recorded trajectory
 def _one_round(traj, v, rounds, name):
     "Signal `name` of view index `v` at the last recording in `rounds`."
     r = int(rounds[-1])
+    if name in _GRAD_SIGNALS and not traj.has_grad[r]:
+        raise MissingSignalError(f"no gradient signals at recorded round {traj.rounds[r]} (they were recorded at rounds "
+                                 f"{traj.rounds[traj.has_grad].tolist()}): attack one of those")
     if v < traj.n_clients and not traj.participated[r, v]:
         raise ValueError(f"client {v} did not take part in recorded round {traj.rounds[r]}; attack another round")
     return _signal(traj, name, v)[r]
@@ -185,6 +189,8 @@ register(Attack('grad_norm', grad_norm_attack, 'single round', ('gnorm',),
 # %% ../nbs/api/07_attacks.ipynb #1d8f1e2d
 def _series(traj, v, rounds, name):
     "(len(rounds), C) signal restricted to the recordings in `rounds` where view `v` took part."
+    rounds = _with_signal(traj, name, rounds)
+    if not len(rounds): raise MissingSignalError(f"no recording up to the attacked round holds the {name!r} signal")
     x = _signal(traj, name, v)[rounds]
     keep = traj.participated[rounds, v] if v < traj.n_clients else np.ones(len(rounds), bool)
     if not keep.any(): raise ValueError(f"client {v} took part in none of the recorded rounds up to {traj.rounds[rounds[-1]]}")
@@ -269,6 +275,8 @@ def _gaussian_null(ref: np.ndarray, # (R, J, C) reference signals, NaN where a c
 def _fedmia(traj, target, v, rounds, name, lower, outlier, min_std, stat):
     if stat not in ('logp', 'z', 'p'): raise ValueError(f"stat must be 'logp', 'z' or 'p', got {stat!r}")
     if traj.n_clients < 3: raise ValueError("FedMIA needs at least 2 reference clients besides the target")
+    rounds = _with_signal(traj, name, rounds)
+    if not len(rounds): raise MissingSignalError(f"no recording up to the attacked round holds the {name!r} signal")
     keep = rounds[traj.participated[rounds, target]]
     if not len(keep): raise ValueError(f"client {target} took part in none of the recorded rounds")
     refs = [k for k in range(traj.n_clients) if k != target]
@@ -330,77 +338,82 @@ def _seq_features(traj, v, rounds, features):
         fs.append(x)
     return np.stack(fs, -1).transpose(1, 0, 2)
 
-def _seq_split(traj, target, ref_client, seed):
-    "Training candidates (reference client's + half of OFL) and their labels."
+def _seq_folds(traj, target, ref_client, seed) -> np.ndarray:
+    "(C,) fold (0 or 1) of every candidate: a seeded half of each owner's candidates (and of OFL) in each fold."
     if ref_client == target: raise ValueError(f"ref_client must differ from the target ({target})")
     if not 0 <= ref_client < traj.n_clients: raise ValueError(f"ref_client {ref_client} does not exist")
-    ofl = np.flatnonzero(traj.cand_owner == -1)
-    if len(ofl) < 4: raise ValueError("SeqMIA needs OFL candidates to train its attack model")
-    g = rng(seed, 'seqmia', 'split')
-    ofl_train = np.sort(g.choice(ofl, len(ofl)//2, replace=False))
-    pos = np.flatnonzero(traj.cand_owner == ref_client)
-    train = np.r_[pos, ofl_train]
-    return train, np.r_[np.ones(len(pos)), np.zeros(len(ofl_train))]
+    own = traj.cand_owner
+    if (own == -1).sum() < 4 or (own == ref_client).sum() < 4:
+        raise ValueError("SeqMIA needs at least 4 OFL and 4 reference-client candidates (two per fold)")
+    g, fold = rng(seed, 'seqmia', 'folds'), np.zeros(len(own), np.int64)
+    for o in np.unique(own):
+        idx = g.permutation(np.flatnonzero(own == o))
+        fold[idx[len(idx)//2:]] = 1
+    return fold
 
 def _default_ref(traj, target):
     return next(k for k in range(traj.n_clients) if k != target)
 
-def seqmia_attack(traj: Trajectory, target: int, v: int, rounds: np.ndarray,
-                  ref_client: int|None = None, # the reference client whose data the attacker knows; default the first ≠ target
-                  features: tuple = ('loss', 'conf', 'margin', 'entropy'), # per-round features (see `_SEQ_FEATURES`)
-                  epochs: int = 60, # full-batch training epochs
-                  hidden: int = 16, # GRU width
-                  seed: int = 0 # seed of the OFL split, the initial weights and the validation split
-                 ) -> np.ndarray:
-    "SeqMIA (Li et al. 2024): an attention-GRU on per-round signal sequences, trained on a reference client's data."
-    bad = set(features) - set(_SEQ_FEATURES)
-    if bad: raise ValueError(f"unknown SeqMIA features {sorted(bad)}; choose from {_SEQ_FEATURES}")
-    ref = _default_ref(traj, target) if ref_client is None else ref_client
-    train, y = _seq_split(traj, target, ref, seed)
-    K = traj.n_clients
-    ref_v = ref if v < K else K
-    keep = rounds[traj.participated[rounds, target] & traj.participated[rounds, ref]] if v < K else rounds
-    if not len(keep): raise ValueError("the target and the reference client never took part in the same recorded round")
-    xtr = _seq_features(traj, ref_v, keep, features)[train]
-    xall = _seq_features(traj, v, keep, features)
-    if not (np.isfinite(xtr).all() and np.isfinite(xall).all()):
-        return np.full(len(xall), np.nan)              # a diverged model: nothing to rank (`evaluate` notes it)
-    mu, sd = xtr.reshape(-1, len(features)).mean(0), xtr.reshape(-1, len(features)).std(0) + 1e-6
+# %% ../nbs/api/07_attacks.ipynb #d7786572
+def _seq_fit(xtr: np.ndarray, # (N, T, F) training sequences
+             y: np.ndarray, # (N,) labels (1 = member of the reference client)
+             epochs: int, hidden: int, seed: tuple # seed key of the initial weights and the validation split
+            ):
+    "Train the attention-GRU on `(xtr, y)`; returns `score(x) -> logits` that standardises with the training statistics."
+    F_ = xtr.shape[-1]
+    mu, sd = xtr.reshape(-1, F_).mean(0), xtr.reshape(-1, F_).std(0) + 1e-6
     norm = lambda x: torch.as_tensor(np.nan_to_num((x - mu)/sd), dtype=torch.float32)
-    xtr, xall = norm(xtr), norm(xall)
-    yt = torch.as_tensor(y, dtype=torch.float32)
-    g = rng(seed, 'seqmia', 'val')
-    perm = g.permutation(len(y)); nval = max(1, len(y)//5)
+    xt, yt = norm(xtr), torch.as_tensor(y, dtype=torch.float32)
+    perm = rng(*seed, 'val').permutation(len(y)); nval = max(1, len(y)//5)
     va, tr = perm[:nval], perm[nval:]
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(rng(seed, 'seqmia', 'init').integers(2**62)))
-        model = _AttnGRU(len(features), hidden)
+        torch.manual_seed(int(rng(*seed, 'init').integers(2**62)))
+        model = _AttnGRU(F_, hidden)
     opt = torch.optim.Adam(model.parameters(), lr=0.01)
     pw = torch.tensor((1 - y[tr]).sum()/max(y[tr].sum(), 1), dtype=torch.float32)
     best, state = np.inf, None
     for _ in range(epochs):
         model.train(); opt.zero_grad()
-        F.binary_cross_entropy_with_logits(model(xtr[tr]), yt[tr], pos_weight=pw).backward(); opt.step()
+        F.binary_cross_entropy_with_logits(model(xt[tr]), yt[tr], pos_weight=pw).backward(); opt.step()
         model.eval()
-        with torch.no_grad(): vl = F.binary_cross_entropy_with_logits(model(xtr[va]), yt[va], pos_weight=pw).item()
+        with torch.no_grad(): vl = F.binary_cross_entropy_with_logits(model(xt[va]), yt[va], pos_weight=pw).item()
         if vl < best: best, state = vl, {k: t.clone() for k, t in model.state_dict().items()}
     model.load_state_dict(state); model.eval()
-    with torch.no_grad(): s = model(xall).numpy().astype(np.float64)
-    s[train] = np.nan
+    def score(x):
+        with torch.no_grad(): return model(norm(x)).numpy().astype(np.float64)
+    return score
+
+# %% ../nbs/api/07_attacks.ipynb #0c43f69f
+def seqmia_attack(traj: Trajectory, target: int, v: int, rounds: np.ndarray,
+                  ref_client: int|None = None, # the reference client whose data the attacker knows; default the first ≠ target
+                  features: tuple = ('loss', 'conf', 'margin', 'entropy'), # per-round features (see `_SEQ_FEATURES`)
+                  epochs: int = 60, # full-batch training epochs
+                  hidden: int = 16, # GRU width
+                  seed: int = 0 # seed of the folds, the initial weights and the validation splits
+                 ) -> np.ndarray:
+    "SeqMIA (Li et al. 2024), cross-fitted: a model trained on each half of the reference data scores the other half."
+    bad = set(features) - set(_SEQ_FEATURES)
+    if bad: raise ValueError(f"unknown SeqMIA features {sorted(bad)}; choose from {_SEQ_FEATURES}")
+    ref = _default_ref(traj, target) if ref_client is None else ref_client
+    fold, K = _seq_folds(traj, target, ref, seed), traj.n_clients
+    if 'cosine' in features: rounds = _with_signal(traj, 'cosine', rounds)
+    keep = rounds[traj.participated[rounds, target] & traj.participated[rounds, ref]] if v < K else rounds
+    if not len(keep): raise ValueError("the target and the reference client never took part in the same recorded round")
+    xref, xall = _seq_features(traj, ref if v < K else K, keep, features), _seq_features(traj, v, keep, features)
+    known = (traj.cand_owner == ref) | (traj.cand_owner == -1)      # the attacker's labelled reference data
+    if not (np.isfinite(xref[known]).all() and np.isfinite(xall).all()):
+        return np.full(len(xall), np.nan)              # a diverged model: nothing to rank (`evaluate` notes it)
+    s = np.full(len(xall), np.nan)
+    for k in (0, 1):
+        tr = known & (fold == k)
+        score = _seq_fit(xref[tr], (traj.cand_owner[tr] == ref).astype(float), epochs, hidden, (seed, 'seqmia', k))
+        s[fold != k] = score(xall[fold != k])
     return s
 
-def _seqmia_excluded(self, traj, target, view, ref_client=None, seed=0, **kw):
-    ref = _default_ref(traj, target) if ref_client is None else ref_client
-    m = np.zeros(len(traj.cand_index), bool); m[_seq_split(traj, target, ref, seed)[0]] = True
-    return m
-
-class _SeqMIA(Attack):
-    excluded = _seqmia_excluded
-
-register(_SeqMIA('seqmia', seqmia_attack, 'learned', ('loss', 'conf', 'margin'),
-                 threat=("server colluding with a reference client whose data it knows (upload view), or a client "
-                         "attacker using its own data (global view); half of OFL is known as non-members"),
-                 paper="Li et al., SeqMIA: Sequential-Metric Based Membership Inference Attack, CCS 2024"));
+register(Attack('seqmia', seqmia_attack, 'learned', ('loss', 'conf', 'margin'),
+                threat=("server colluding with a reference client whose data it knows (upload view), or a client "
+                        "attacker using its own data (global view); OFL samples are known as non-members"),
+                paper="Li et al., SeqMIA: Sequential-Metric Based Membership Inference Attack, CCS 2024"));
 
 # %% ../nbs/api/07_attacks.ipynb #01359b82
 def _nonmember_sets(traj: Trajectory, target: int, nonmembers: tuple, coalition) -> dict:
@@ -427,10 +440,71 @@ def _split_kw(kw: dict) -> tuple:
     return per, shared
 
 # %% ../nbs/api/07_attacks.ipynb #0b53043b
-_NAN_METRICS = dict(auc=np.nan, tpr_at_1pct_fpr=np.nan, tpr_at_0_1pct_fpr=np.nan, balanced_acc=np.nan)
-_COLUMNS = ['attack', 'view', 'nonmembers', 'auc', 'tpr_at_1pct_fpr', 'tpr_at_0_1pct_fpr', 'balanced_acc',
-            'n_members', 'n_nonmembers', 'round']
+_NAN_METRICS = dict(auc=np.nan, auc_ci_low=np.nan, auc_ci_high=np.nan, tpr_at_1pct_fpr=np.nan, tpr_at_0_1pct_fpr=np.nan,
+                    balanced_acc=np.nan)
+_COLUMNS = ['attack', 'view', 'nonmembers', 'auc', 'auc_ci_low', 'auc_ci_high', 'tpr_at_1pct_fpr', 'tpr_at_0_1pct_fpr',
+            'balanced_acc', 'n_members', 'n_nonmembers', 'round', 'note']
 
+def score_attacks(traj: Trajectory, # the recorded trajectory
+                  target: int, # the target client
+                  attacks: list|None = None, # names in `ATTACKS`; `None` = every attack the trajectory supports
+                  views: tuple = ('upload', 'global'), # views to attack
+                  coalition: list|None = None, # defended clients (SeqMIA's default reference client is outside them)
+                  round: int = -1, # recording index attacked (single-round) / last used (trajectory)
+                  skip_unavailable: bool|None = None, # skip attacks the trajectory cannot support; default: only if `attacks` is None
+                  **kw # attack parameters: shared (`window=4`) or per attack (`seqmia=dict(epochs=30)`)
+                 ) -> tuple:
+    "`({'attack:view': scores}, notes)`: every attack's per-candidate scores on `target`, and what was skipped."
+    skip = attacks is None if skip_unavailable is None else skip_unavailable
+    names = list(ATTACKS) if attacks is None else list(attacks)
+    for a in names:
+        if a not in ATTACKS: raise ValueError(f"unknown attack {a!r}; choose one of {', '.join(ATTACKS)}")
+    per, shared = _split_kw(kw)
+    _view_index(traj, target, 'upload'); _rounds(traj, round)
+    if coalition is not None and 'ref_client' not in shared and 'ref_client' not in per.get('seqmia', {}):
+        outside = [k for k in range(traj.n_clients) if k != target and k not in set(coalition)]
+        if outside: per['seqmia'] = {'ref_client': outside[0]} | per.get('seqmia', {})
+    scores, notes = {}, []
+    for a in names:
+        att = ATTACKS[a]
+        params = {k: v for k, v in shared.items() if k in att.params} | per.get(a, {})
+        for view in views:
+            if view not in att.views:
+                notes.append(f"{a}: skipped in the {view} view ({att.threat})"); continue
+            try: scores[f'{a}:{view}'] = attack_scores(traj, a, target, view, round=round, **params)
+            except AttackUnavailable as e:
+                if not skip: raise
+                notes.append(f"{a}: skipped in the {view} view ({e})")
+    return scores, notes
+
+# %% ../nbs/api/07_attacks.ipynb #62ed633f
+def score_table(traj: Trajectory, # the trajectory the scores were computed on (for the candidates' owners)
+                target: int, # the target client
+                scores: dict, # `{'attack:view': (C,) scores}` from `score_attacks` (or `load_scores`)
+                nonmembers: tuple = ('ofl', 'ifl', 'all'), # non-member sets
+                coalition: list|None = None, # defended clients: adds `'ifl_coalition'` and `'ifl_undefended'`
+                round: int = -1, # recording index the scores attacked (reported as its round number)
+                min_fp: int = 5 # TPR at FPR α only where `n_nonmembers · α ≥ min_fp` (see `roc_metrics`)
+               ) -> pd.DataFrame:
+    "One row per (attack, view, non-member set) of `roc_metrics`, with a `note` wherever a value is NaN."
+    sets, member = _nonmember_sets(traj, target, tuple(nonmembers), coalition), traj.cand_owner == target
+    rows, notes = [], []
+    for key, s in scores.items():
+        a, view = key.split(':')
+        for nm, non in sets.items():
+            use = member | non
+            if not non.any(): notes.append(f"{a}/{view}: non-member set {nm!r} is empty, skipped"); continue
+            if np.isfinite(s[use]).all(): m = roc_metrics(s[use], member[use], min_fp)
+            else:                                            # a diverged model (NaN/inf signals) ranks nothing
+                bad = f"{int((~np.isfinite(s[use])).sum())} non-finite scores (a diverged model?): metrics are NaN"
+                notes.append(f"{a}/{view}/{nm}: {bad}")
+                m = _NAN_METRICS | dict(n_members=int(member[use].sum()), n_nonmembers=int((~member[use]).sum()), note=bad)
+            rows.append(dict(attack=a, view=view, nonmembers=nm, **m, round=int(traj.rounds[round])))
+    table = pd.DataFrame(rows, columns=_COLUMNS)
+    table.attrs['notes'] = notes
+    return table
+
+# %% ../nbs/api/07_attacks.ipynb #6f633185
 def evaluate(traj: Trajectory, # the recorded trajectory
              target: int, # the target client
              attacks: list|None = None, # names in `ATTACKS`; `None` = every attack the trajectory supports
@@ -439,46 +513,14 @@ def evaluate(traj: Trajectory, # the recorded trajectory
              coalition: list|None = None, # defended clients: adds `'ifl_coalition'` and `'ifl_undefended'`
              round: int = -1, # recording index attacked (single-round) / last used (trajectory)
              skip_unavailable: bool|None = None, # skip attacks the trajectory cannot support; default: only if `attacks` is None
+             min_fp: int = 5, # TPR at FPR α only where `n_nonmembers · α ≥ min_fp`
              **kw # attack parameters: shared (`window=4`) or per attack (`seqmia=dict(epochs=30)`)
             ) -> tuple:
-    "Table with one row per (attack, view, non-member set), and `{'attack:view': scores}` for `save_scores`."
-    skip = attacks is None if skip_unavailable is None else skip_unavailable
-    names = list(ATTACKS) if attacks is None else list(attacks)
-    for a in names:
-        if a not in ATTACKS: raise ValueError(f"unknown attack {a!r}; choose one of {', '.join(ATTACKS)}")
-    per, shared = _split_kw(kw)
-    sets = _nonmember_sets(traj, target, tuple(nonmembers), coalition)
-    _rounds(traj, round)
-    if coalition is not None and 'ref_client' not in shared and 'ref_client' not in per.get('seqmia', {}):
-        outside = [k for k in range(traj.n_clients) if k != target and k not in set(coalition)]
-        if outside: per['seqmia'] = {'ref_client': outside[0]} | per.get('seqmia', {})
-    member = traj.cand_owner == target
-    rows, scores, notes = [], {}, []
-    for a in names:
-        att = ATTACKS[a]
-        params = {k: v for k, v in shared.items() if k in att.params} | per.get(a, {})
-        for view in views:
-            if view not in att.views:
-                notes.append(f"{a}: skipped in the {view} view ({att.threat})"); continue
-            try: s = attack_scores(traj, a, target, view, round=round, **params)
-            except AttackUnavailable as e:
-                if not skip: raise
-                notes.append(f"{a}: skipped in the {view} view ({e})"); continue
-            scores[f'{a}:{view}'] = s
-            ex = att.excluded(traj, target, view, **params)
-            assert not np.isfinite(s[ex]).any(), f"{a} scored candidates it was trained on"
-            for nm, non in sets.items():
-                use = (member | non) & ~ex
-                if not (non & ~ex).any(): notes.append(f"{a}/{view}: non-member set {nm!r} is empty, skipped"); continue
-                assert not (use & ex).any()
-                if np.isfinite(s[use]).all(): m = roc_metrics(s[use], member[use])
-                else:                                        # a diverged model (NaN/inf signals) ranks nothing
-                    notes.append(f"{a}/{view}/{nm}: {int((~np.isfinite(s[use])).sum())} non-finite scores "
-                                 f"(a diverged model?): metrics are NaN")
-                    m = _NAN_METRICS | dict(n_members=int(member[use].sum()), n_nonmembers=int((~member[use]).sum()))
-                rows.append(dict(attack=a, view=view, nonmembers=nm, **m, round=int(traj.rounds[round])))
-    table = pd.DataFrame(rows, columns=_COLUMNS)
-    table.attrs['notes'] = notes
+    "`score_attacks` then `score_table`: the metrics table and `{'attack:view': scores}`."
+    _nonmember_sets(traj, target, tuple(nonmembers), coalition)          # bad sets fail before any attack runs
+    scores, notes = score_attacks(traj, target, attacks, views, coalition, round, skip_unavailable, **kw)
+    table = score_table(traj, target, scores, nonmembers, coalition, round, min_fp)
+    table.attrs['notes'] = notes + table.attrs['notes']
     return table, scores
 
 # %% ../nbs/api/07_attacks.ipynb #42279928
@@ -491,28 +533,43 @@ def evaluate_rounds(traj: Trajectory, # the recorded trajectory
     tables = [evaluate(traj, target, round=r, skip_unavailable=True, **kw)[0] for r in range(len(traj.rounds))]
     return pd.concat(tables, ignore_index=True)
 
+# %% ../nbs/api/07_attacks.ipynb #23618dae
+def scores_as_stored(s: np.ndarray, # scores
+                     dtype: str = 'float16' # storage type of `save_scores`
+                    ) -> np.ndarray:
+    "`s` as `save_scores` stores it (rounded to `dtype`, clipped to its finite range), back as float64."
+    info = np.finfo(dtype)
+    s = np.asarray(s, np.float64)
+    return np.where(np.isfinite(s), np.clip(s, info.min, info.max), s).astype(dtype).astype(np.float64)
+
 # %% ../nbs/api/07_attacks.ipynb #d9d17e6f
-def save_scores(path: str|Path, # `.npz` file to write (atomically)
+def save_scores(path: str|Path, # `.npz` file to write (atomically, compressed)
                 traj: Trajectory, # the trajectory the scores were computed on
-                target: int, # the target client
-                scores: dict # `{'attack:view': (C,) scores}`, e.g. the second value returned by `evaluate`
+                scores: dict, # `{target: {'attack:view': (C,) scores}}` (e.g. the second value of `evaluate` per target)
+                dtype: str = 'float16' # storage type; `scores_as_stored` gives the values the file will hold
                ):
-    "Write `scores` with membership labels, candidate owners and indices to an `.npz` file."
+    "Write every target's scores with the candidates' owners and indices to one `.npz` file."
     C = len(traj.cand_index)
-    names = list(scores)
-    for n in names:
-        if np.shape(scores[n]) != (C,): raise ValueError(f"scores {n!r} has shape {np.shape(scores[n])}, expected ({C},)")
-    mat = np.stack([np.asarray(scores[n], np.float64) for n in names]) if names else np.zeros((0, C))
+    targets = sorted(scores)
+    names = list(dict.fromkeys(n for t in targets for n in scores[t]))
+    mat = np.full((len(targets), len(names), C), np.nan, dtype)
+    for i, t in enumerate(targets):
+        for n, s in scores[t].items():
+            if np.shape(s) != (C,): raise ValueError(f"scores {n!r} of target {t} has shape {np.shape(s)}, expected ({C},)")
+            mat[i, names.index(n)] = scores_as_stored(s, dtype)
     with atomic_path(path) as tmp:
         with open(tmp, 'wb') as f:
-            np.savez(f, names=np.array(names, dtype=str), scores=mat, member=traj.cand_owner == target,
-                     cand_owner=traj.cand_owner, cand_index=traj.cand_index, target=np.array(target),
-                     rounds=traj.rounds)
+            np.savez_compressed(f, names=np.array(names, dtype=str), targets=np.array(targets, np.int64), scores=mat,
+                                has=np.array([[n in scores[t] for n in names] for t in targets], bool).reshape(len(targets), len(names)),
+                                cand_owner=traj.cand_owner, cand_index=traj.cand_index, rounds=traj.rounds)
 
+# %% ../nbs/api/07_attacks.ipynb #d353dc6e
 def load_scores(path: str|Path # file written by `save_scores`
                ) -> tuple:
-    "`({'attack:view': scores}, {'member', 'cand_owner', 'cand_index', 'target', 'rounds'})` from `save_scores`' file."
-    with np.load(path) as z:
-        scores = {str(n): z['scores'][i] for i, n in enumerate(z['names'])}
-        meta = {k: z[k] for k in ('member', 'cand_owner', 'cand_index', 'target', 'rounds')}
+    "`({target: {'attack:view': scores}}, {'cand_owner', 'cand_index', 'rounds'})` from `save_scores`' file."
+    with np.load(path, allow_pickle=False) as z:
+        names, S, has = [str(n) for n in z['names']], z['scores'], z['has']
+        scores = {int(t): {n: S[i, j].astype(np.float64) for j, n in enumerate(names) if has[i, j]}
+                  for i, t in enumerate(z['targets'])}
+        meta = {k: z[k] for k in ('cand_owner', 'cand_index', 'rounds')}
     return scores, meta

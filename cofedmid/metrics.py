@@ -6,10 +6,11 @@
 from __future__ import annotations
 import numpy as np
 import pandas as pd
+from scipy.stats import norm, rankdata
 from sklearn.metrics import roc_curve, roc_auc_score
 
 # %% auto #0
-__all__ = ['tpr_at_fpr', 'roc_metrics', 'plot_roc', 'plot_rounds', 'plot_score_hist']
+__all__ = ['tpr_at_fpr', 'auc_ci', 'tpr_resolvable', 'roc_metrics', 'plot_roc', 'plot_rounds', 'plot_score_hist']
 
 # %% ../nbs/api/06_metrics.ipynb #a937304f
 def _check_scores(scores, member) -> tuple:
@@ -40,18 +41,51 @@ def tpr_at_fpr(fpr: np.ndarray, # false-positive rates from `roc_curve` (non-dec
     f0, f1, t0, t1 = fpr[j], fpr[j + 1], tpr[j], tpr[j + 1]  # f0 <= at < f1
     return float(t0 + (t1 - t0)*(at - f0)/(f1 - f0))
 
+# %% ../nbs/api/06_metrics.ipynb #5b3cb6c4
+def auc_ci(scores: np.ndarray, # one score per candidate, higher = more likely a member
+           member: np.ndarray, # membership labels (True = member)
+           level: float = 0.95 # coverage of the interval
+          ) -> tuple:
+    "`(low, high)` DeLong interval of the AUC (normal approximation, clipped to [0, 1]); NaN with < 2 per class."
+    s, m = _check_scores(scores, member)
+    n1, n0 = int(m.sum()), int((~m).sum())
+    if n1 < 2 or n0 < 2: return (np.nan, np.nan)
+    r = rankdata(s)                                        # mid-ranks: ties count one half
+    v10 = (r[m] - rankdata(s[m]))/n0                       # per member: share of non-members scored below it
+    v01 = 1 - (r[~m] - rankdata(s[~m]))/n1                 # per non-member: share of members scored above it
+    auc, se = v10.mean(), np.sqrt(v10.var(ddof=1)/n1 + v01.var(ddof=1)/n0)
+    z = norm.ppf(0.5 + level/2)
+    return (float(max(0., auc - z*se)), float(min(1., auc + z*se)))
+
+# %% ../nbs/api/06_metrics.ipynb #397b9f18
+def tpr_resolvable(n_nonmembers: int, # non-members in the evaluation
+                   fpr: float, # the false-positive rate the TPR is read at
+                   min_fp: int = 5 # false positives the FPR must allow at least
+                  ) -> bool:
+    "Whether TPR at `fpr` is measurable: `n_nonmembers · fpr` false positives allowed is at least `min_fp`."
+    return n_nonmembers*fpr >= min_fp - 1e-9
+
 # %% ../nbs/api/06_metrics.ipynb #1ea45d49
+_TPRS = {'tpr_at_1pct_fpr': 0.01, 'tpr_at_0_1pct_fpr': 0.001}
+
 def roc_metrics(scores: np.ndarray, # one score per candidate, higher = more likely a member
-                member: np.ndarray # membership labels (True = member)
+                member: np.ndarray, # membership labels (True = member)
+                min_fp: int = 5, # a TPR at FPR α is reported only if `n_nonmembers · α ≥ min_fp` (else NaN + note)
+                level: float = 0.95 # coverage of the AUC interval
                ) -> dict:
-    "AUC, TPR at 1 % and 0.1 % FPR, best balanced accuracy and class sizes of `scores` against `member`."
+    "AUC with its interval, TPR at 1 % and 0.1 % FPR, best balanced accuracy, class sizes, and a note on what is NaN."
     scores, member = _check_scores(scores, member)
     fpr, tpr, _ = roc_curve(member, scores, drop_intermediate=False)
-    return dict(auc=float(roc_auc_score(member, scores)),
-                tpr_at_1pct_fpr=tpr_at_fpr(fpr, tpr, 0.01),
-                tpr_at_0_1pct_fpr=tpr_at_fpr(fpr, tpr, 0.001),
-                balanced_acc=float(np.max(1 + tpr - fpr)/2),
-                n_members=int(member.sum()), n_nonmembers=int((~member).sum()))
+    n0 = int((~member).sum())
+    lo, hi = auc_ci(scores, member, level)
+    out = dict(auc=float(roc_auc_score(member, scores)), auc_ci_low=lo, auc_ci_high=hi)
+    notes = []
+    for k, a in _TPRS.items():
+        ok = tpr_resolvable(n0, a, min_fp)
+        out[k] = tpr_at_fpr(fpr, tpr, a) if ok else np.nan
+        if not ok: notes.append(f"{k} NaN: {n0} non-members allow {n0*a:g} false positives at {a:.1%} FPR (< {min_fp})")
+    return out | dict(balanced_acc=float(np.max(1 + tpr - fpr)/2), n_members=int(member.sum()), n_nonmembers=n0,
+                      note='; '.join(notes))
 
 # %% ../nbs/api/06_metrics.ipynb #154441a6
 def plot_roc(curves: dict, # `{name: (scores, member)}`, one curve per entry
@@ -59,15 +93,18 @@ def plot_roc(curves: dict, # `{name: (scores, member)}`, one curve per entry
              min_fpr: float|None = None, # left end of the FPR axis; default 1 / (largest non-member count)
              title: str = '' # axes title
             ):
-    "ROC curves of several attacks on log-log axes, labelled with AUC and TPR at 0.1 % FPR."
+    "ROC curves of several attacks on log-log axes, labelled with AUC and TPR at 0.1 % FPR (where resolvable)."
     import matplotlib.pyplot as plt
     if ax is None: _, ax = plt.subplots(figsize=(4, 4))
     lows = [1e-3]
-    for name, (scores, member) in curves.items():
+    styles = [dict(color=c, ls=ls) for ls in ('-', '--', ':') for c in plt.get_cmap('tab10').colors]
+    for i, (name, (scores, member)) in enumerate(curves.items()):
         s, mem = _check_scores(scores, member)
         fpr, tpr, _ = roc_curve(mem, s)
         m = roc_metrics(s, mem)
-        ax.plot(fpr, tpr, lw=1.3, label=f"{name} (AUC {m['auc']:.3f}, TPR@0.1% {m['tpr_at_0_1pct_fpr']:.3f})")
+        t = m['tpr_at_0_1pct_fpr']
+        ax.plot(fpr, tpr, lw=1.3, **styles[i % len(styles)],
+                label=f"{name} (AUC {m['auc']:.3f}" + (f", TPR@0.1% {t:.3f})" if np.isfinite(t) else ")"))
         lows.append(1/(~mem).sum())
     lo = min_fpr if min_fpr is not None else min(lows)
     ax.plot([lo, 1], [lo, 1], 'k--', lw=0.8, label='chance')

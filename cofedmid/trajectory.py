@@ -34,6 +34,11 @@ class Trajectory:
     participated: np.ndarray  # (R, V) whether each client took part (the global view always does)
     cand_index: np.ndarray    # (C,) training-split index of each candidate
     cand_owner: np.ndarray    # (C,) owning client of each candidate (-1 = OFL)
+    has_grad: np.ndarray|None = None  # (R,) whether `gdot`/`gnorm` were recorded; default: where `gnorm` is not all NaN
+
+    def __post_init__(self):
+        if self.has_grad is None: self.has_grad = ~np.isnan(self.gnorm).all(1)
+        self.has_grad = np.asarray(self.has_grad, bool)
 
     @property
     def n_clients(self) -> int: return self.loss.shape[1] - 1
@@ -72,7 +77,7 @@ def save(self: Trajectory, path: str|Path # `.npz` file (written atomically)
 def load(cls: Trajectory, path: str|Path # file written by `Trajectory.save`
         ) -> Trajectory:
     "Load a trajectory saved with `save`."
-    with np.load(path) as z: return cls(**{fl.name: z[fl.name] for fl in fields(cls)})
+    with np.load(path) as z: return cls(**{fl.name: z[fl.name] for fl in fields(cls) if fl.name in z})
 
 # %% ../nbs/api/05_trajectory.ipynb #e3b32542
 def _unflatten(vec: torch.Tensor, model: nn.Module) -> dict:
@@ -238,23 +243,32 @@ class TrajectoryRecorder:
                  pool: CandidatePool, # fixed candidates
                  record_every: int = 1, # record in rounds `record_every, 2*record_every, ...` and the last round
                  grad_signals: bool = True, # also record `gdot` and `gnorm` (the costly part)
+                 grad_every: int|None = None, # record `gdot`/`gnorm` in rounds `grad_every, 2*grad_every, ...` and the last; `None` = `record_every`
                  batch_size: int = 256, # candidates per batch
                  dtype: str = 'float32', # storage type of the signals: `'float32'` or `'float16'`
                  path: str|Path|None = None, # save the trajectory here after each recorded round
                  grad_method: str = 'auto' # how `gdot`/`gnorm` are computed: see `grad_signals`
                 ):
-        if not isinstance(record_every, (int, np.integer)) or record_every < 1:
-            raise ValueError(f"record_every must be a positive integer, got {record_every!r}")
+        for n, v in (('record_every', record_every), ('grad_every', grad_every)):
+            if not (v is None and n == 'grad_every') and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1):
+                raise ValueError(f"{n} must be a positive integer, got {v!r}")
         if dtype not in ('float32', 'float16'): raise ValueError(f"dtype must be 'float32' or 'float16', got {dtype!r}")
         if grad_method not in ('auto', 'layers', 'func'): raise ValueError(f"grad_method must be 'auto', 'layers' or 'func', got {grad_method!r}")
         self.pool, self.record_every, self.grad_signals = pool, int(record_every), grad_signals
         self.batch_size, self.dtype, self.path, self.traj = batch_size, dtype, path, None
-        self.grad_method = grad_method
+        self.grad_method, self.grad_every = grad_method, int(grad_every or record_every)
 
     def record_rounds(self, total: int # number of rounds of the run
                      ) -> np.ndarray:
-        "The rounds that get recorded."
-        return np.array(sorted({t for t in range(1, total + 1) if t % self.record_every == 0} | {total}))
+        "The rounds that get recorded (output signals every `record_every`, gradient signals every `grad_every`)."
+        every = (self.record_every, self.grad_every) if self.grad_signals else (self.record_every,)
+        return np.array(sorted({t for t in range(1, total + 1) if any(t % e == 0 for e in every)} | {total}))
+
+    def grad_rounds(self, total: int # number of rounds of the run
+                   ) -> np.ndarray:
+        "The rounds whose gradient signals get recorded (none without `grad_signals`)."
+        if not self.grad_signals: return np.zeros(0, int)
+        return np.array(sorted({t for t in range(1, total + 1) if t % self.grad_every == 0} | {total}))
 
     def state_dict(self) -> dict: return {'traj': self.traj}
     def load_state_dict(self, s: dict): self.traj = s['traj']
@@ -268,7 +282,8 @@ def _allocate(self: TrajectoryRecorder, sim):
     nan = lambda *s: np.full(s, np.nan, dtype=self.dtype)
     self.traj = Trajectory(self.record_rounds(sim.cfg.rounds), nan(R, V, C), nan(R, V, C), nan(R, V, C), nan(R, V, C),
                            nan(R, C), np.full((R, V), np.nan, np.float32), np.zeros((R, V), bool),
-                           self.pool.index.copy(), self.pool.owner.copy())
+                           self.pool.index.copy(), self.pool.owner.copy(),
+                           np.isin(self.record_rounds(sim.cfg.rounds), self.grad_rounds(sim.cfg.rounds)))
 
 @patch
 def needs_uploads(self: TrajectoryRecorder, sim, rnd: int) -> bool:
@@ -295,7 +310,7 @@ def observe(self: TrajectoryRecorder, sim, rnd, before, uploads, weights, after)
         for v, d in zip(vidx, dirs):
             outs = output_signals(model, before + d, x, y)
             for name, o in zip(('loss', 'conf', 'margin'), outs): getattr(t, name)[r, v, sl] = o.cpu().numpy()
-        if self.grad_signals:
+        if t.has_grad[r]:
             gd, gn = grad_signals(model, before, dirs, x, y, method=self.grad_method)
             t.gdot[r, vidx, sl] = gd.cpu().numpy(); t.gnorm[r, sl] = gn.cpu().numpy()
     t.dnorm[r, vidx] = torch.stack([d.norm() for d in dirs]).cpu().numpy()
