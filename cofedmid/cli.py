@@ -8,7 +8,7 @@ import argparse, sys, time
 from pathlib import Path
 import pandas as pd
 from .experiment import (ExperimentConfig, ConfigError, SweepError, PRESETS, preset, load_config, run_experiment, sweep,
-                                 grid_cells, summary, _config_fields)
+                                 grid_cells, summary, report, _config_fields)
 from .data import DataError
 
 # %% auto #0
@@ -61,6 +61,8 @@ def _parser() -> argparse.ArgumentParser:
                             "(needs pip install 'cofedmid[flower]')")
         r.add_argument('--jobs', type=int, help='cells run at once, each in its own process (default: one per CPU core, one on a GPU)')
         r.add_argument('--quiet', action='store_true', help='print only the summary')
+    rp = sub.add_parser('report', help='recompute results.csv and summary.csv of a run or sweep folder from its saved scores')
+    rp.add_argument('dir', help='a run folder (with config.json) or a sweep folder (with cells/)')
     sub.add_parser('presets', help='list the presets')
     return p
 
@@ -74,6 +76,14 @@ def _print_summary(res: pd.DataFrame, out: Path):
                 print(summary(res, 'upload', nm).to_string(na_rep=''))
     print(f"\nall results: {out/'results.csv'}; ROC plots: {out}/**/roc.png")
 
+def _report(path: str) -> pd.DataFrame:
+    "`cofedmid report DIR`: rewrite the tables from the saved scores and print where they are."
+    try: s = report(path)
+    except ConfigError as e:
+        print(f"cofedmid: error: {e}", file=sys.stderr); sys.exit(2)
+    print(f"{Path(path)/'results.csv'} recomputed from the saved scores; {len(s)} summary rows in {Path(path)/'summary.csv'}")
+    return s
+
 def main(argv: list|None = None # command-line arguments (default `sys.argv[1:]`)
         ):
     "Entry point of the `cofedmid` console script."
@@ -86,6 +96,7 @@ def cli(argv: list|None = None # command-line arguments
     if a.command == 'presets':
         for k, v in PRESETS.items(): print(f"{k:8} grid {v['grid']}  base {v['base']}")
         return
+    if a.command == 'report': return _report(a.dir)
     try:
         cfg, grid, name = _build(a)
         if a.command == 'sweep' and not grid: raise ConfigError("sweep needs a grid: --grid field=v1,v2 (or a preset with one)")

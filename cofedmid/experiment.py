@@ -4,12 +4,13 @@
 
 # %% ../nbs/api/10_experiment.ipynb #5add53c3
 from __future__ import annotations
-import copy, json, math, os, sys, time, itertools, contextlib, multiprocessing, concurrent.futures
-from dataclasses import dataclass, field, asdict, fields
+import copy, json, math, os, re, sys, time, itertools, contextlib, multiprocessing, concurrent.futures
+from dataclasses import dataclass, field, asdict, fields, replace
 from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from scipy.stats import t as student_t
 from .core import seed_everything, atomic_path
 from .data import load_dataset, DATASETS
 from .models import MODELS
@@ -20,8 +21,8 @@ from .trajectory import TrajectoryRecorder, Trajectory
 from .defenses import _last_log
 
 # %% auto #0
-__all__ = ['PRESETS', 'ExperimentConfig', 'ConfigError', 'load_config', 'run_experiment', 'grid_cells', 'SweepError', 'sweep',
-           'preset', 'summary']
+__all__ = ['PRESETS', 'ExperimentConfig', 'ConfigError', 'load_config', 'run_experiment', 'cell_name', 'grid_cells', 'SweepError',
+           'sweep', 'preset', 'mean_ci', 'summarize', 'summary', 'report', 'load_results']
 
 # %% ../nbs/api/10_experiment.ipynb #d86db669
 _NO_DEFENSE = 'none'
@@ -55,14 +56,17 @@ class ExperimentConfig:
     knob: float|None = None           # the defense's privacy knob; `None` = its default
     defended: list|int|str = 'half'   # defended clients / the coalition: ids, a count (seeded draw), `'pair'` or `'half'`
     defense_kwargs: dict = field(default_factory=dict)  # further arguments of the defense (e.g. CoFedMID's `modules`)
-    target: int|None = None           # attacked client; default the first defended client
+    target: int|None = None           # the client whose ROC curves are plotted and logged; default the first defended client
+    targets: list|str = 'all'         # clients attacked in turn on the one shared training (`'all'` or a list of ids)
     attacks: list|None = None         # attack names; `None` = every attack the trajectory supports
     views: list = field(default_factory=lambda: list(_VIEWS))  # `'upload'` (server's view) and/or `'global'`
     record_every: int = 5             # record the trajectory every this many rounds (and the last round)
     grad_signals: bool = True         # record gradient signals (needed by the gradient attacks)
+    grad_every: int|None = None       # record the gradient signals every this many rounds (and the last); `None` = `record_every`
     eval_size: int|None = 2000        # test images used for the accuracy; `None` = all
     seed: int = 0                     # the one seed of the run
     device: str|None = None           # `'cpu'`, `'cuda'` or `None` for the best available
+    threads: int|None = None          # torch CPU threads; `None` = the current count (recorded in `config.json`, applied on resume)
 
 # %% ../nbs/api/10_experiment.ipynb #d0512b8f
 class ConfigError(ValueError):
@@ -96,13 +100,16 @@ def check(self: ExperimentConfig) -> ExperimentConfig:
     if self.defense == _NO_DEFENSE and (self.knob is not None or self.defense_kwargs):
         raise ConfigError(f"knob={self.knob!r} / defense_kwargs={self.defense_kwargs!r} need a defense; defense is 'none'")
     for f in ('n_clients', 'rounds', 'local_epochs', 'batch_size', 'record_every'): _positive(f, getattr(self, f))
-    for f in ('per_client', 'members_per_client', 'eval_size'): _positive(f, getattr(self, f), none_ok=True)
+    for f in ('per_client', 'members_per_client', 'eval_size', 'grad_every', 'threads'): _positive(f, getattr(self, f), none_ok=True)
     for f in ('n_ofl', 'n_val', 'seed'): _positive(f, getattr(self, f), zero_ok=True)
     if not self.beta > 0: raise ConfigError(f"beta={self.beta!r} must be > 0 (Dirichlet concentration)")
     bad = [v for v in self.views if v not in _VIEWS]
     if not self.views or bad: raise ConfigError(f"views={self.views!r}: each must be one of {', '.join(_VIEWS)}")
     if self.target is not None and not (isinstance(self.target, int) and 0 <= self.target < self.n_clients):
         raise ConfigError(f"target={self.target!r} must be a client id in 0..{self.n_clients - 1} or null")
+    if self.targets != 'all' and not (isinstance(self.targets, list) and self.targets and all(
+            isinstance(t, int) and not isinstance(t, bool) and 0 <= t < self.n_clients for t in self.targets)):
+        raise ConfigError(f"targets={self.targets!r} must be 'all' or a non-empty list of client ids in 0..{self.n_clients - 1}")
     if self.attacks is not None:
         from cofedmid.attacks import ATTACKS
         bad = [a for a in self.attacks if a not in ATTACKS]
@@ -133,6 +140,11 @@ def target_client(self: ExperimentConfig) -> int:
     try: d = pick_clients(self.defended, self.n_clients, self.seed, what='defended', ordered=True)
     except (ValueError, TypeError) as e: raise ConfigError(str(e)) from None
     return d[0] if d else 0
+
+@patch
+def attacked_clients(self: ExperimentConfig) -> list:
+    "The clients attacked in turn: every client for `targets='all'`, else the listed ones (sorted)."
+    return list(range(self.n_clients)) if self.targets == 'all' else sorted(set(self.targets))
 
 @patch
 def build_defenses(self: ExperimentConfig) -> list:
@@ -210,8 +222,23 @@ def _check_out(cfg: ExperimentConfig, out: Path, resume: bool):
     old = out/'config.json'
     if not old.is_file(): raise FileExistsError(f"output folder {out} is not empty and holds no config.json: not a cofedmid run")
     a, b = load_config(old).to_dict(), cfg.to_dict()
-    diff = [k for k in b if k != 'device' and a.get(k) != b[k]]
+    diff = [k for k in b if k != 'device' and a.get(k) != b[k] and not (k == 'threads' and a[k] is None)]
     if diff: raise ConfigError(f"cannot resume {out}: its config differs in {diff}")
+
+def _resolve_threads(cfg: ExperimentConfig, out: Path, resume: bool) -> ExperimentConfig:
+    "`cfg` with `threads` set: as given, else as recorded in `out/config.json` (on resume), else torch's current count."
+    if cfg.threads is not None: return cfg
+    old = out/'config.json'
+    t = json.loads(old.read_text()).get('threads') if resume and old.is_file() else None
+    return replace(cfg, threads=t or torch.get_num_threads())
+
+@contextlib.contextmanager
+def _torch_threads(n: int):
+    "Run the block with `n` torch threads, then restore the previous count (results depend on it)."
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try: yield
+    finally: torch.set_num_threads(old)
 
 def _engine(engine):
     "`None` for in-process, else an engine object with `make_sim(cfg, data, fed, observers)` and `run(sim, body)`."
@@ -241,35 +268,51 @@ def _defense_info(defenses: list) -> dict:
     if d.name == 'cofedmid': return dict(knob=d.sigma, modules='+'.join(d.modules))
     return dict(knob=d.knob_value, modules='')
 
-def run_experiment(cfg: ExperimentConfig, # the experiment
-                   out: str|Path, # output folder (created; must be empty unless `resume`)
-                   resume: bool = False, # continue an interrupted run in `out` (or return its finished results)
-                   verbose: bool = True, # print progress (always written to `log.txt`)
-                   engine='inprocess' # `'inprocess'`, `'flower'` (Flower's simulation engine) or an engine object
-                  ) -> pd.DataFrame:
-    "Train, record, attack and write every artefact of `cfg` into `out`; returns the results table."
-    cfg.check()
-    eng = _engine(engine)                      # a missing Flower extra fails here, before anything is written
-    out = Path(out)
-    _check_out(cfg, out, resume)
-    if resume and (out/'results.csv').is_file(): return pd.read_csv(out/'results.csv')
-    out.mkdir(parents=True, exist_ok=True)
-    cfg.save(out/'config.json')
-    log, t0 = _Log(out/'log.txt', verbose), time.perf_counter()
+def _results_table(cfg: ExperimentConfig, traj: Trajectory, scores: dict, history: list) -> pd.DataFrame:
+    "`results.csv` of a run: one row per (target, attack, view, non-member set) with the run's settings."
+    from cofedmid.attacks import score_table
+    defended = cfg.defended_clients() if cfg.defense != _NO_DEFENSE else []
+    acc = next(h['test_acc'] for h in reversed(history) if 'test_acc' in h)
+    run = dict(dataset=cfg.dataset, model=cfg.model, defense=cfg.defense, **_defense_info(cfg.build_defenses()),
+               coalition_size=len(defended), seed=cfg.seed, test_acc=acc)
+    parts = []
+    for t in sorted(scores):
+        tab = score_table(traj, t, scores[t], coalition=defended or None)
+        parts.append(tab.assign(**run, **_last_log(history, t)).assign(target=t, target_defended=t in defended))
+    res = pd.concat(parts, ignore_index=True)
+    return res[['target', 'target_defended'] + [c for c in res if c not in ('target', 'target_defended')]]
+
+# %% ../nbs/api/10_experiment.ipynb #14780ad2
+def _read_history(run: Path) -> list:
+    "A run's `history.json`, with client ids as ints again (JSON made them strings)."
+    hist = json.loads((Path(run)/'history.json').read_text())
+    for row in hist: row['clients'] = {int(k): v for k, v in row.get('clients', {}).items()}
+    return hist
+
+def _sweep_table(frames: list) -> pd.DataFrame:
+    "One table of sweep rows: sorted by cell (stable), the runs' columns, then the defense logs (sorted), then `cell`."
+    df = pd.concat(frames, ignore_index=True)
+    if df.empty: return df
+    logs = sorted(c for c in df if c.startswith('log_'))
+    return df[[c for c in df if not c.startswith('log_') and c != 'cell'] + logs + ['cell']].sort_values(
+        'cell', kind='stable', ignore_index=True)
+
+# %% ../nbs/api/10_experiment.ipynb #3a76559c
+def _train(cfg: ExperimentConfig, out: Path, resume: bool, log, eng) -> tuple:
+    "Build, (resume,) train and record the federation of `cfg`; saves the layout, trajectory and history; returns the trajectory."
     data, fed = _layout(cfg)
     pool = CandidatePool.make(fed, cfg.members_per_client, seed=cfg.seed)
     save_layout(out/'layout.npz', fed, pool)
     defended, target = cfg.defended_clients(), cfg.target_client()
-    rec = TrajectoryRecorder(pool, cfg.record_every, cfg.grad_signals)
-    defenses = cfg.build_defenses()
-    sim = eng.make_sim(cfg, data, fed, [rec]) if eng else FedAvg(data, fed, cfg.model, cfg.fl_config(), defenses, [rec])
+    rec = TrajectoryRecorder(pool, cfg.record_every, cfg.grad_signals, grad_every=cfg.grad_every)
+    sim = eng.make_sim(cfg, data, fed, [rec]) if eng else FedAvg(data, fed, cfg.model, cfg.fl_config(), cfg.build_defenses(), [rec])
     ck = out/'checkpoint.pt'
     if resume and ck.is_file():
         sim.load_state_dict(torch.load(ck, weights_only=False, map_location='cpu'))
         log(f"resumed {out} after round {sim.round}")
     log(f"{data}\n{cfg.n_clients} clients x {fed.sizes.min()}-{fed.sizes.max()} images, {cfg.model}, {cfg.rounds} rounds, "
         f"E={cfg.local_epochs}, defense {cfg.defense} on clients {defended if cfg.defense != _NO_DEFENSE else '-'}, "
-        f"target client {target}, {len(pool)} candidates, device {sim.device}")
+        f"targets {cfg.targets}, {len(pool)} candidates, device {sim.device}, {cfg.threads} thread(s)")
     def train():
         for r in range(sim.round + 1, cfg.rounds + 1):
             row = sim.run(out, rounds=r)[-1]
@@ -280,27 +323,23 @@ def run_experiment(cfg: ExperimentConfig, # the experiment
     else: train()
     rec.traj.save(out/'trajectory.npz')
     _write_json(out/'history.json', sim.history)
-    res = _attack(cfg, rec.traj, target, defended, out)
-    acc = next(h['test_acc'] for h in reversed(sim.history) if 'test_acc' in h)
-    run = dict(dataset=cfg.dataset, model=cfg.model, defense=cfg.defense, **_defense_info(defenses),
-               coalition_size=len(defended) if cfg.defense != _NO_DEFENSE else 0, target=target, seed=cfg.seed, test_acc=acc,
-               **_last_log(sim.history, target))
-    res = pd.concat([res.reset_index(drop=True), pd.DataFrame([run]*len(res))], axis=1)
-    _write_csv(out/'results.csv', res)
-    log(f"done in {time.perf_counter() - t0:.0f} s: test accuracy {acc:.3f}; results in {out}/results.csv")
-    return pd.read_csv(out/'results.csv')       # exactly what a resumed (finished) run returns
+    return rec.traj
 
-def _attack(cfg, traj, target, defended, out):
-    "Evaluate the attacks on `target`, write `scores.npz` and an ROC plot; return the metrics table."
-    from cofedmid.attacks import evaluate, save_scores
-    res, scores = evaluate(traj, target, cfg.attacks, cfg.views, coalition=defended or None)
-    save_scores(out/'scores.npz', traj, target, scores)
-    _roc_png(traj, target, scores, out/'roc.png')
-    return res
+# %% ../nbs/api/10_experiment.ipynb #fb81483e
+def _score_run(cfg: ExperimentConfig, traj: Trajectory) -> dict:
+    "`{target: {'attack:view': scores}}` of every attacked client, rounded as `save_scores` stores them."
+    from cofedmid.attacks import score_attacks, scores_as_stored
+    defended = cfg.defended_clients() if cfg.defense != _NO_DEFENSE else []
+    out = {}
+    for t in cfg.attacked_clients():
+        s, _ = score_attacks(traj, t, cfg.attacks, cfg.views, coalition=defended or None)
+        out[t] = {k: scores_as_stored(v) for k, v in s.items()}
+    return out
 
-def _roc_png(traj, target, scores, path, view='upload'):
-    "ROC curves (log-log) of every attack in `view` against OFL non-members, saved as a small PNG."
+def _roc_png(traj: Trajectory, cfg: ExperimentConfig, scores: dict, path: Path, view: str = 'upload'):
+    "ROC curves (log-log) of every attack on the plotted target in `view` against OFL non-members, saved as a small PNG."
     import matplotlib; import matplotlib.pyplot as plt
+    target = cfg.target_client()
     member, ofl = traj.cand_owner == target, traj.cand_owner == -1
     curves = {}
     for key, s in scores.items():
@@ -308,19 +347,53 @@ def _roc_png(traj, target, scores, path, view='upload'):
         use = (member | ofl) & np.isfinite(s)
         if v == view and member[use].any() and (~member[use]).any(): curves[a] = (s[use], member[use])
     if not curves: return
+    what = 'no defense' if cfg.defense == _NO_DEFENSE else f"{cfg.defense} on {len(cfg.defended_clients())} clients"
     with matplotlib.rc_context({'figure.dpi': 100}):
         fig, ax = plt.subplots(figsize=(5, 5))
         from cofedmid.metrics import plot_roc
-        plot_roc(curves, ax=ax, title=f"client {target}, {view} view, members vs OFL")
+        plot_roc(curves, ax=ax, title=f"{what}: client {target}, {view} view, members vs OFL")
         fig.tight_layout(); fig.savefig(path); plt.close(fig)
 
+# %% ../nbs/api/10_experiment.ipynb #5f595f86
+def run_experiment(cfg: ExperimentConfig, # the experiment
+                   out: str|Path, # output folder (created; must be empty unless `resume`)
+                   resume: bool = False, # continue an interrupted run in `out` (or return its finished results)
+                   verbose: bool = True, # print progress (always written to `log.txt`)
+                   engine='inprocess' # `'inprocess'`, `'flower'` (Flower's simulation engine) or an engine object
+                  ) -> pd.DataFrame:
+    "Train, record, attack every target and write every artefact of `cfg` into `out`; returns the results table."
+    cfg.check()
+    eng = _engine(engine)                      # a missing Flower extra fails here, before anything is written
+    out = Path(out)
+    cfg = _resolve_threads(cfg, out, resume)
+    _check_out(cfg, out, resume)
+    if resume and (out/'results.csv').is_file(): return pd.read_csv(out/'results.csv')
+    out.mkdir(parents=True, exist_ok=True)
+    cfg.save(out/'config.json')
+    log, t0 = _Log(out/'log.txt', verbose), time.perf_counter()
+    with _torch_threads(cfg.threads):
+        traj = _train(cfg, out, resume, log, eng)
+        t1 = time.perf_counter()
+        scores = _score_run(cfg, traj)
+    from cofedmid.attacks import save_scores
+    save_scores(out/'scores.npz', traj, scores)
+    res = _results_table(cfg, traj, scores, _read_history(out))     # what `report` rebuilds from the files
+    _write_csv(out/'results.csv', res)
+    _roc_png(traj, cfg, scores[cfg.target_client()] if cfg.target_client() in scores else {}, out/'roc.png')
+    log(f"done in {time.perf_counter() - t0:.0f} s (attacks {time.perf_counter() - t1:.0f} s, {len(scores)} targets): "
+        f"test accuracy {res.test_acc.iloc[0]:.3f}; results in {out}/results.csv\n"
+        f"rerun: cofedmid run --config {out}/config.json --out NEW_FOLDER   (recompute tables: cofedmid report {out})")
+    return pd.read_csv(out/'results.csv')       # exactly what a resumed (finished) run returns
+
 # %% ../nbs/api/10_experiment.ipynb #881bc4c0
-def _cell_name(cell: dict) -> str:
-    "A folder name for a grid cell, e.g. `defense=cofedmid,seed=1`."
+def cell_name(cell: dict # `{field: value}` of one grid cell
+             ) -> str:
+    "The folder name of a grid cell, e.g. `defense=cofedmid,seed=1`: safe as one path component."
     def val(v):
         if isinstance(v, dict): return '+'.join(f"{k}-{val(x)}" for k, x in v.items())
         return '-'.join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
-    return ','.join(f"{k}={val(v)}" for k, v in cell.items()) or 'base'
+    name = ','.join(f"{k}={val(v)}" for k, v in cell.items()) or 'base'
+    return re.sub(r'[^A-Za-z0-9=,.+_-]', '_', name).lstrip('.') or 'base'
 
 def grid_cells(grid: dict|list # `{field: [values]}`, or a list of them
               ) -> list:
@@ -361,8 +434,8 @@ def sweep(base: ExperimentConfig, # the settings shared by every cell
     cfgs = []
     for cell in cells:
         try: cfgs.append(ExperimentConfig.from_dict(base.to_dict() | cell).check())
-        except ConfigError as e: raise ConfigError(f"grid cell {_cell_name(cell)}: {e}") from None
-    names = [_cell_name(c) for c in cells]
+        except ConfigError as e: raise ConfigError(f"grid cell {cell_name(cell)}: {e}") from None
+    names = [cell_name(c) for c in cells]
     if len(set(names)) < len(names): raise ConfigError(f"the grid repeats cells: {sorted({n for n in names if names.count(n) > 1})}")
     jobs = 1 if engine != 'inprocess' else _jobs(jobs, len(cells), cfgs)
     _engine(engine)                                          # fail on a bad engine or a missing extra before any cell
@@ -373,7 +446,7 @@ def sweep(base: ExperimentConfig, # the settings shared by every cell
     if 'cell' in others: others = others[~others.cell.isin(names)]
     def finish(i, res):
         done[i] = res.assign(cell=names[i])
-        _write_csv(table, pd.concat([others, *(done[k] for k in sorted(done))], ignore_index=True))
+        _write_csv(table, _sweep_table([others, *(done[k] for k in sorted(done))]))   # the order `report` rebuilds
         if verbose and jobs > 1: print(f"  {'finished' if i in fresh else 'read'} {names[i]} ({len(done)}/{len(cells)}, {time.perf_counter() - t0:.0f} s): "
                                        f"test accuracy {res.test_acc.iloc[0]:.3f}", flush=True)
     dirs = [out/'cells'/n for n in names]
@@ -403,18 +476,20 @@ def sweep(base: ExperimentConfig, # the settings shared by every cell
     return pd.concat([done[k] for k in sorted(done)], ignore_index=True)     # this sweep's cells, in grid order
 
 # %% ../nbs/api/10_experiment.ipynb #4ded414d
-_CPU_BASE = dict(dataset='cifar10', model='cnn', n_clients=10, per_client=400, rounds=15, local_epochs=2,
-                 record_every=5, members_per_client=200, n_ofl=1000, defended='half')
+_CPU_BASE = dict(dataset='cifar10', model='cnn', n_clients=10, per_client=500, rounds=10, local_epochs=5, record_every=2,
+                 grad_every=5, members_per_client=200, n_ofl=5000, eval_size=None, defended='half')
 _BASELINES = ['perturb', 'dpsgd', 'sparsify', 'mixup', 'augment', 'sampling', 'hamp']
 _TABLES = [{'defense': ['none', 'cofedmid', *_BASELINES]}, {'defense': 'cofedmid', 'defended': 'pair'},
            {'defense': 'cofedmid', 'defense_kwargs': [{'modules': m} for m in ('m1', 'm1+m2', 'm3')]}]
 _PAPER_BASE = dict(dataset='cifar100', model='resnet18', n_clients=10, per_client=None, n_ofl=1000, n_val=500,
                    members_per_client=1000, rounds=100, local_epochs=1, batch_size=128, lr=0.1, lr_schedule='exp',
                    lr_decay=0.98, record_every=10, eval_size=None)
+_QUICK = dict(per_client=400, rounds=8, grad_every=8, n_ofl=2000, eval_size=2000)   # two cells side by side in <= 5 min
 _STRONGER = {'perturb': 60., 'dpsgd': 2., 'sparsify': 0.01, 'mixup': 2., 'augment': 2., 'sampling': 0.2, 'hamp': 0.95}
 
 PRESETS = {
-    'quick': dict(base=_CPU_BASE | dict(rounds=10), grid={'defense': ['none', 'cofedmid']}),
+    'base': dict(base=_CPU_BASE, grid={}),
+    'quick': dict(base=_CPU_BASE | _QUICK, grid={'defense': ['none', 'cofedmid']}),
     'tables': dict(base=_CPU_BASE, grid=_TABLES),
     'coalition': dict(base=_CPU_BASE, grid=[{'defense': ['none', 'cofedmid']},
                                             {'defense': 'cofedmid', 'defended': ['pair', 3, 4, 6, 8, 10]}]),
@@ -436,18 +511,99 @@ def preset(name: str, # a key of `PRESETS`
     p = PRESETS[name]
     return ExperimentConfig.from_dict(p['base'] | overrides), copy.deepcopy(p['grid'])
 
+# %% ../nbs/api/10_experiment.ipynb #2b9b0df8
+_SUMMARY_KEYS = ['setting', 'attack', 'view', 'nonmembers', 'target_defended']
+
+def _settings(res: pd.DataFrame) -> pd.Series:
+    "Each row's setting: its sweep cell without the seed (so seeds pool), else its defense."
+    if 'cell' not in res: return res.defense.astype(str)
+    return res.cell.astype(str).map(lambda c: ','.join(p for p in c.split(',') if not p.startswith('seed=')) or 'base')
+
+def mean_ci(x, # values (NaN ignored)
+            level: float = 0.95 # coverage
+           ) -> tuple:
+    "`(mean, low, high)`: the mean and its Student-t interval (NaN interval with fewer than two finite values)."
+    x = np.asarray(x, float); x = x[np.isfinite(x)]
+    if not len(x): return (np.nan, np.nan, np.nan)
+    m = float(x.mean())
+    if len(x) < 2: return (m, np.nan, np.nan)
+    h = float(student_t.ppf(0.5 + level/2, len(x) - 1)*x.std(ddof=1)/np.sqrt(len(x)))
+    return (m, m - h, m + h)
+
+# %% ../nbs/api/10_experiment.ipynb #391faeb1
+def summarize(res: pd.DataFrame, # rows of `run_experiment` / `sweep` / `load_results`
+              level: float = 0.95 # coverage of the intervals
+             ) -> pd.DataFrame:
+    "One row per (setting, attack, view, non-member set, target defended): mean AUC and test accuracy with intervals."
+    res = res.assign(setting=_settings(res))
+    if 'target_defended' not in res: res = res.assign(target_defended=res.defense != _NO_DEFENSE)  # older runs: one defended target
+    nan = pd.Series(np.nan, index=res.index)
+    rows = []
+    for key, g in res.groupby(_SUMMARY_KEYS, sort=False):
+        per_run = g.groupby('seed').auc.mean()
+        if len(per_run) >= 2: (m, lo, hi), over = mean_ci(per_run, level), 'seeds'
+        elif g.target.nunique() >= 2: (m, lo, hi), over = mean_ci(g.auc, level), 'targets'
+        else: (m, lo, hi), over = (g.auc.iloc[0], g.get('auc_ci_low', nan).iloc[0], g.get('auc_ci_high', nan).iloc[0]), 'delong'
+        lo, hi = max(lo, 0.), min(hi, 1.)                       # NaN stays NaN
+        acc = mean_ci(g.groupby('seed').test_acc.first(), level)
+        rows.append(dict(zip(_SUMMARY_KEYS, key), auc_mean=m, auc_ci_low=lo, auc_ci_high=hi, ci_over=over,
+                         n_runs=len(per_run), n_targets=g.target.nunique(),
+                         tpr_at_1pct_fpr_mean=g.get('tpr_at_1pct_fpr', nan).mean(skipna=False),
+                         tpr_at_0_1pct_fpr_mean=g.get('tpr_at_0_1pct_fpr', nan).mean(skipna=False),
+                         test_acc_mean=acc[0], test_acc_ci_low=acc[1], test_acc_ci_high=acc[2]))
+    return pd.DataFrame(rows).round(4)
+
 # %% ../nbs/api/10_experiment.ipynb #97c9b234
-def summary(res: pd.DataFrame, # rows of `run_experiment` / `sweep`
+def summary(res: pd.DataFrame, # rows of `run_experiment` / `sweep` / `load_results`
             view: str = 'upload', # the view to show
-            nonmembers: str = 'ofl', # the non-member set to show
-            by: str|None = None # column that distinguishes the settings; default `cell` for sweeps, else `defense`
+            nonmembers: str = 'ofl' # the non-member set to show
            ) -> pd.DataFrame:
-    "Attack × setting table of AUC and TPR@0.1 % FPR, with a last row of test accuracy."
-    by = by or ('cell' if 'cell' in res else 'defense')
-    r = res[(res.view == view) & (res.nonmembers == nonmembers)]
-    if r.empty: raise ValueError(f"no rows for view={view!r} and nonmembers={nonmembers!r}")
-    t = r.pivot_table(index='attack', columns=by, values=['auc', 'tpr_at_0_1pct_fpr'], sort=False)
-    t = t.swaplevel(axis=1).sort_index(axis=1, level=0, sort_remaining=False)
-    acc = r.groupby(by)['test_acc'].first()
-    t.loc['test accuracy'] = [acc[c] if m == 'auc' else np.nan for c, m in t.columns]
+    "Attack × setting table of mean AUC and its 95 % interval over the defended targets (all targets without defense), with test accuracy."
+    s = summarize(res)
+    s = s[(s.view == view) & (s.nonmembers == nonmembers)]
+    if s.empty: raise ValueError(f"no rows for view={view!r} and nonmembers={nonmembers!r}")
+    defended = set(s.setting[s.target_defended])
+    s = s[s.target_defended | ~s.setting.isin(defended)]
+    t = s.pivot_table(index='attack', columns='setting', values=['auc_mean', 'auc_ci_low', 'auc_ci_high'], sort=False)
+    t = t.swaplevel(axis=1).reindex(columns=pd.MultiIndex.from_product([s.setting.unique(), ['auc_mean', 'auc_ci_low', 'auc_ci_high']]))
+    acc = s.groupby('setting', sort=False).test_acc_mean.first()
+    t.loc['test accuracy'] = [acc[c] if m == 'auc_mean' else np.nan for c, m in t.columns]
     return t.round(3)
+
+# %% ../nbs/api/10_experiment.ipynb #f2ad7741
+def _rescore(run: Path) -> pd.DataFrame:
+    "Rebuild a finished run's `results.csv` from its config, trajectory, history and `scores.npz`, and write it."
+    from cofedmid.attacks import load_scores
+    for f in ('config.json', 'trajectory.npz', 'history.json', 'scores.npz'):
+        if not (run/f).is_file(): raise ConfigError(f"{run} has no {f}: not a finished run")
+    cfg = load_config(run/'config.json')
+    try: scores, _ = load_scores(run/'scores.npz')
+    except (KeyError, ValueError) as e: raise ConfigError(f"{run}/scores.npz cannot be read ({e}); rerun the cell") from None
+    res = _results_table(cfg, Trajectory.load(run/'trajectory.npz'), scores, _read_history(run))
+    _write_csv(run/'results.csv', res)
+    return res
+
+def report(path: str|Path # a run folder (with `config.json`) or a sweep folder (with `cells/`)
+          ) -> pd.DataFrame:
+    "Recompute `results.csv` from the saved scores (a run's, or every cell's and the sweep's table) and write `summary.csv`."
+    path = Path(path)
+    if (path/'config.json').is_file(): res = _rescore(path)
+    elif (path/'cells').is_dir():
+        cells = sorted(d for d in (path/'cells').iterdir() if (d/'scores.npz').is_file())
+        if not cells: raise ConfigError(f"{path}/cells holds no finished cell (no scores.npz)")
+        res = _sweep_table([_rescore(d).assign(cell=d.name) for d in cells])
+        _write_csv(path/'results.csv', res)
+    else: raise ConfigError(f"{path} holds neither a run (config.json) nor a sweep (cells/)")
+    s = summarize(res)
+    _write_csv(path/'summary.csv', s)
+    return s
+
+# %% ../nbs/api/10_experiment.ipynb #770330b2
+def load_results(path: str|Path # a run or sweep folder
+                ) -> pd.DataFrame:
+    "The results table of a run or sweep folder (a sweep without its table yet: its finished cells, with `cell`)."
+    path = Path(path)
+    if (path/'results.csv').is_file(): return pd.read_csv(path/'results.csv')
+    cells = sorted((path/'cells').glob('*/results.csv'))
+    if not cells: raise FileNotFoundError(f"no results in {path}: neither results.csv nor finished cells in {path}/cells")
+    return _sweep_table([pd.read_csv(f).assign(cell=f.parent.name) for f in cells])
