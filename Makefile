@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export COFEDMID_DATA ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
 
-.PHONY: venv demo test test-all docs lab bench export clean-nbs
+.PHONY: venv demo test test-all docs lab bench gpu-check export clean-nbs
 
 $(STAMP): settings.ini setup.py constraints.txt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -38,6 +38,10 @@ lab: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
+
+## GPU readiness: cuda-flagged cells + two rounds of the paper preset on a CUDA machine (exits 0 without CUDA)
+gpu-check: $(STAMP)
+	$(BIN)/python -m benchmarks --gpu
 
 export: $(STAMP)
 	$(BIN)/nbdev_export

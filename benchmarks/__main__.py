@@ -1,10 +1,10 @@
-"Run the benchmarks: `python -m benchmarks [--full] [--only 1,3] [--threads N]`; writes results/*.json and README.md."
+"Run the benchmarks: `python -m benchmarks [--full] [--only 1,3] [--threads N] [--gpu]`; writes results/*.json and README.md."
 from __future__ import annotations
 import argparse, importlib, sys, time, traceback
 from . import write_result
 from ._report import write_readme
 
-MODULES = ['b1_overhead', 'b2_signals', 'b3_size', 'b4_hardware', 'b5_scaling', 'b6_end_to_end']
+MODULES = ['b1_overhead', 'b2_signals', 'b3_size', 'b4_hardware', 'b5_scaling', 'b6_end_to_end', 'b7_base_cell']
 
 def main(argv=None):
     p = argparse.ArgumentParser(prog='python -m benchmarks', description=__doc__)
@@ -13,7 +13,11 @@ def main(argv=None):
     p.add_argument('--threads', type=int, default=1,
                    help='torch threads for the ratio benchmarks (1 is steadier on a shared machine; benchmark 4 tries 1 and 2)')
     p.add_argument('--no-readme', action='store_true', help='do not rewrite benchmarks/README.md')
+    p.add_argument('--gpu', action='store_true', help='the GPU readiness check only (make gpu-check); exits 0 without CUDA')
     a = p.parse_args(argv)
+    if a.gpu:
+        from .gpu_check import main as gpu_main
+        return gpu_main()
     only = {int(s) for s in a.only.split(',') if s.strip()}
     failed, t0 = [], time.perf_counter()
     for i, name in enumerate(MODULES, 1):

@@ -271,13 +271,14 @@ def _defense_info(defenses: list) -> dict:
 def _results_table(cfg: ExperimentConfig, traj: Trajectory, scores: dict, history: list) -> pd.DataFrame:
     "`results.csv` of a run: one row per (target, attack, view, non-member set) with the run's settings."
     from cofedmid.attacks import score_table
-    defended = cfg.defended_clients() if cfg.defense != _NO_DEFENSE else []
+    coalition = cfg.defended_clients()              # without a defense: the clients a defense would protect
+    defended = coalition if cfg.defense != _NO_DEFENSE else []
     acc = next(h['test_acc'] for h in reversed(history) if 'test_acc' in h)
     run = dict(dataset=cfg.dataset, model=cfg.model, defense=cfg.defense, **_defense_info(cfg.build_defenses()),
                coalition_size=len(defended), seed=cfg.seed, test_acc=acc)
     parts = []
     for t in sorted(scores):
-        tab = score_table(traj, t, scores[t], coalition=defended or None)
+        tab = score_table(traj, t, scores[t], coalition=coalition or None)
         parts.append(tab.assign(**run, **_last_log(history, t)).assign(target=t, target_defended=t in defended))
     res = pd.concat(parts, ignore_index=True)
     return res[['target', 'target_defended'] + [c for c in res if c not in ('target', 'target_defended')]]
@@ -329,10 +330,10 @@ def _train(cfg: ExperimentConfig, out: Path, resume: bool, log, eng) -> tuple:
 def _score_run(cfg: ExperimentConfig, traj: Trajectory) -> dict:
     "`{target: {'attack:view': scores}}` of every attacked client, rounded as `save_scores` stores them."
     from cofedmid.attacks import score_attacks, scores_as_stored
-    defended = cfg.defended_clients() if cfg.defense != _NO_DEFENSE else []
+    coalition = cfg.defended_clients()
     out = {}
     for t in cfg.attacked_clients():
-        s, _ = score_attacks(traj, t, cfg.attacks, cfg.views, coalition=defended or None)
+        s, _ = score_attacks(traj, t, cfg.attacks, cfg.views, coalition=coalition or None)
         out[t] = {k: scores_as_stored(v) for k, v in s.items()}
     return out
 
@@ -382,7 +383,7 @@ def run_experiment(cfg: ExperimentConfig, # the experiment
     _roc_png(traj, cfg, scores[cfg.target_client()] if cfg.target_client() in scores else {}, out/'roc.png')
     log(f"done in {time.perf_counter() - t0:.0f} s (attacks {time.perf_counter() - t1:.0f} s, {len(scores)} targets): "
         f"test accuracy {res.test_acc.iloc[0]:.3f}; results in {out}/results.csv\n"
-        f"rerun: cofedmid run --config {out}/config.json --out NEW_FOLDER   (recompute tables: cofedmid report {out})")
+        f"rerun: cofedmid run --config {out}/config.json --out NEW_FOLDER\nrecompute the tables: cofedmid report {out}")
     return pd.read_csv(out/'results.csv')       # exactly what a resumed (finished) run returns
 
 # %% ../nbs/api/10_experiment.ipynb #881bc4c0

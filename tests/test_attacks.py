@@ -24,14 +24,36 @@ def _auc(traj, attack, nm='ofl', view='upload', target=0, **kw):
 def test_metrics_hand_worked():
     member = np.array([1, 1, 1, 0, 0, 0, 0, 0], bool)
     s = np.array([9., 8, 7, 3, 2, 1, 0, -1])
-    m = roc_metrics(s, member)
+    m = roc_metrics(s, member, min_fp=0)                 # read the curve even where it is not resolvable
     assert (m['auc'], m['tpr_at_1pct_fpr'], m['tpr_at_0_1pct_fpr'], m['balanced_acc']) == (1, 1, 1, 1)
     assert (m['n_members'], m['n_nonmembers']) == (3, 5)
-    r = roc_metrics(-s, member)
+    r = roc_metrics(-s, member, min_fp=0)
     assert (r['auc'], r['tpr_at_0_1pct_fpr'], r['balanced_acc']) == (0, 0, 0.5)
-    m = roc_metrics([4, 3, 2, 1], [True, False, True, False])        # ROC (0,0) (0,.5) (.5,.5) (.5,1) (1,1)
+    m = roc_metrics([4, 3, 2, 1], [True, False, True, False], min_fp=0)   # ROC (0,0) (0,.5) (.5,.5) (.5,1) (1,1)
     assert (m['auc'], m['tpr_at_1pct_fpr'], m['balanced_acc']) == (0.75, 0.5, 0.75)
-    assert roc_metrics([1, 1, 0], [True, False, False])['tpr_at_1pct_fpr'] == pytest.approx(0.02)  # tie: diagonal
+    assert roc_metrics([1, 1, 0], [True, False, False], min_fp=0)['tpr_at_1pct_fpr'] == pytest.approx(0.02)  # tie: diagonal
+
+def test_tpr_reported_only_where_resolvable():
+    "TPR at FPR α is NaN, with the reason in `note`, unless n_nonmembers · α >= 5 false positives are allowed."
+    g = np.random.default_rng(0)
+    for n0, ok1, ok01 in [(499, False, False), (500, True, False), (4999, True, False), (5000, True, True)]:
+        m = roc_metrics(g.normal(size=n0 + 100), np.arange(n0 + 100) < 100)
+        assert (np.isfinite(m['tpr_at_1pct_fpr']), np.isfinite(m['tpr_at_0_1pct_fpr'])) == (ok1, ok01), n0
+        assert ('tpr_at_0_1pct_fpr NaN' in m['note']) == (not ok01) and ('tpr_at_1pct_fpr NaN' in m['note']) == (not ok1)
+    assert np.isnan(roc_metrics(g.normal(size=1000), np.arange(1000) < 100, min_fp=10)['tpr_at_1pct_fpr'])   # 9 < 10
+
+def test_auc_interval_covers_at_the_nominal_rate():
+    "95 % DeLong intervals on synthetic scores with a known AUC hold it in 95 % of draws (within 3 binomial SE)."
+    from scipy.stats import norm
+    from cofedmid.metrics import auc_ci
+    g, d, reps = np.random.default_rng(1), 0.8, 300
+    truth, hits, widths = norm.cdf(d/np.sqrt(2)), 0, []
+    for _ in range(reps):
+        s = np.r_[g.normal(d, 1, 200), g.normal(0, 1, 2000)]
+        lo, hi = auc_ci(s, np.arange(2200) < 200)
+        hits += lo <= truth <= hi; widths.append(hi - lo)
+    assert abs(hits/reps - 0.95) <= 3*np.sqrt(0.95*0.05/reps), hits/reps
+    assert 0.06 < np.mean(widths) < 0.10               # ≈ 2 × 1.96 × SE(AUC) at 200 vs 2,000
 
 @pytest.mark.parametrize('scores, member, msg', [
     ([1., 2.], [True, True], 'non-member set is empty'),
@@ -77,26 +99,35 @@ def test_bad_attack_input():
     assert set(tab.attack) == {'loss', 'loss_series', 'fta_loss', 'fta_conf', 'fedmia_1', 'seqmia'}
     assert sum('skipped' in n for n in tab.attrs['notes']) == 5
 
-def test_seqmia_train_and_eval_disjoint():
-    toy = toy_trajectory()
+def test_seqmia_cross_fitted_scores_every_candidate_once(monkeypatch):
+    "Two models, each trained on one fold of the reference data, score the other fold: every candidate exactly once."
+    import cofedmid.attacks as A
+    toy, calls, real = toy_trajectory(), [], A._seq_fit
+    def spy(xtr, y, *a):
+        score = real(xtr, y, *a)
+        def counted(x):
+            calls.append(len(x)); return score(x)
+        return counted
+    monkeypatch.setattr(A, '_seq_fit', spy)
     s = attack_scores(toy, 'seqmia', 1, ref_client=3, seed=2)
-    ex = ATTACKS['seqmia'].excluded(toy, 1, 'upload', ref_client=3, seed=2)
-    assert np.array_equal(np.isnan(s), ex)
-    assert ex[toy.cand_owner == 3].all() and not ex[toy.cand_owner == 1].any()
-    assert ex[toy.cand_owner == -1].sum() == (toy.cand_owner == -1).sum()//2
-    tab, _ = evaluate(toy, 1, attacks=['seqmia'], views=('upload',), coalition=[1, 2])   # reference = first outside: 0
-    n = tab.set_index('nonmembers').n_nonmembers
-    assert n['ofl'] == 100 and n['ifl_coalition'] == 100 and n['ifl_undefended'] == 100   # client 0 excluded, 3 kept
+    assert np.isfinite(s).all() and len(calls) == 2 and sum(calls) == len(s)      # each candidate scored once
+    fold = A._seq_folds(toy, 1, 3, 2)
+    assert abs(fold.mean() - 0.5) < 0.01 and all(abs(fold[toy.cand_owner == o].mean() - 0.5) <= 0.01 for o in range(-1, 4))
+    tab, _ = evaluate(toy, 1, attacks=['seqmia', 'loss'], views=('upload',), coalition=[1, 2])   # reference = first outside: 0
+    n = tab.pivot_table(index='nonmembers', columns='attack', values='n_nonmembers')
+    assert (n.seqmia == n.loss).all()                                                # like-for-like with every attack
+    assert n.seqmia['ofl'] == 200 and n.seqmia['ifl_undefended'] == 200
 
 def test_save_scores_roundtrip(tmp_path):
     toy = toy_trajectory()
     tab, scores = evaluate(toy, 2, attacks=['loss', 'fedmia_1'], nonmembers=('ifl',))
-    save_scores(tmp_path/'s.npz', toy, 2, scores)
+    save_scores(tmp_path/'s.npz', toy, {2: scores, 0: {'loss:upload': attack_scores(toy, 'loss', 0)}})
     back, meta = load_scores(tmp_path/'s.npz')
-    assert list(back) == ['loss:upload', 'loss:global', 'fedmia_1:upload'] and int(meta['target']) == 2
+    assert sorted(back) == [0, 2] and list(back[2]) == ['loss:upload', 'loss:global', 'fedmia_1:upload']
+    assert back[2]['fedmia_1:upload'].dtype == np.float64 and list(back[0]) == ['loss:upload']
     use = meta['cand_owner'] >= 0
-    auc = roc_metrics(back['fedmia_1:upload'][use], meta['member'][use])['auc']
-    assert auc == pytest.approx(tab.query("attack == 'fedmia_1'").auc.item())
+    auc = roc_metrics(back[2]['fedmia_1:upload'][use], (meta['cand_owner'] == 2)[use])['auc']
+    assert auc == pytest.approx(tab.query("attack == 'fedmia_1'").auc.item(), abs=1e-3)    # float16 storage
 
 # ---------------------------------------------------------------- a real tiny federation
 @pytest.fixture(scope='module')

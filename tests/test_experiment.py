@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from cofedmid.experiment import ExperimentConfig, ConfigError, preset, run_experiment, sweep, summary
+from cofedmid.experiment import ExperimentConfig, ConfigError, preset, run_experiment, sweep, summary, report, load_results
 from cofedmid.trajectory import Trajectory
 from cofedmid.fl import FedAvg
 
@@ -17,8 +17,9 @@ FILES = {'config.json', 'layout.npz', 'checkpoint.pt', 'trajectory.npz', 'histor
 def test_artefacts(tmp_path):
     res = run_experiment(_smoke(defense='none'), tmp_path/'a', verbose=False)
     assert FILES <= {p.name for p in (tmp_path/'a').iterdir()}
-    cols = ['attack', 'view', 'nonmembers', 'auc', 'tpr_at_1pct_fpr', 'tpr_at_0_1pct_fpr', 'n_members', 'n_nonmembers',
-            'dataset', 'model', 'defense', 'coalition_size', 'seed', 'test_acc']
+    cols = ['target', 'target_defended', 'attack', 'view', 'nonmembers', 'auc', 'auc_ci_low', 'auc_ci_high',
+            'tpr_at_1pct_fpr', 'tpr_at_0_1pct_fpr', 'n_members', 'n_nonmembers', 'note', 'dataset', 'model', 'defense',
+            'coalition_size', 'seed', 'test_acc']
     assert set(cols) <= set(res.columns)
     assert {'upload', 'global'} <= set(res.view) and {'ofl', 'ifl', 'all', 'ifl_coalition', 'ifl_undefended'} <= set(res.nonmembers)
     assert res.auc.between(0, 1).all() and (res.coalition_size == 0).all()
@@ -63,8 +64,8 @@ def test_sweep_skips_finished_cells(tmp_path, capsys):
     again = sweep(base, {'defense': ['none', 'cofedmid'], 'seed': [0, 1]}, tmp_path)
     assert capsys.readouterr().out.count('(done)') == 4
     pd.testing.assert_frame_equal(res, again)
-    t = summary(res)
-    assert 'test accuracy' in t.index and t.shape[1] == 8
+    t = summary(res)                                # seeds pool into one setting: 2 settings x (mean, low, high)
+    assert 'test accuracy' in t.index and t.shape[1] == 6
 
 def test_defense_errors_before_training(tmp_path):
     with pytest.raises(ConfigError, match="defense 'cofedmid'"):
@@ -104,3 +105,73 @@ def test_a_failing_cell_does_not_stop_the_sweep(tmp_path, monkeypatch):
     with pytest.raises(ex.SweepError, match=r"1 of 3 cells failed .* seed=1: FloatingPointError: diverged"):
         sweep(_smoke(rounds=1), {'seed': [0, 1, 2]}, tmp_path, verbose=False)
     assert set(pd.read_csv(tmp_path/'results.csv').cell) == {'seed=0', 'seed=2'}
+
+def test_every_client_is_a_target(tmp_path):
+    "One training, every client scored in turn; defended targets flagged; TPR@0.1% NaN with a note at 32-96 non-members."
+    cfg = _smoke(defense='cofedmid', rounds=2)
+    res = run_experiment(cfg, tmp_path, verbose=False)
+    assert sorted(res.target.unique()) == list(range(cfg.n_clients))
+    assert sorted(res[res.target_defended].target.unique()) == cfg.defended_clients()
+    assert res.groupby('target').size().nunique() == 1                     # the same rows for every target
+    assert res.tpr_at_0_1pct_fpr.isna().all() and res.note.str.contains('allow').all()
+    assert ((res.auc_ci_low <= res.auc) & (res.auc <= res.auc_ci_high)).all()
+    one = run_experiment(_smoke(defense='cofedmid', rounds=2, targets=[1]), tmp_path/'one', verbose=False)
+    cols = ['attack', 'view', 'nonmembers', 'auc']
+    pd.testing.assert_frame_equal(one[cols], res[res.target == 1].reset_index(drop=True)[cols])
+
+def test_report_and_rerun_are_byte_identical(tmp_path):
+    "`report` rebuilds results.csv from scores.npz; the recorded command reruns the run byte for byte at another thread count."
+    from cofedmid.cli import cli
+    _smoke(defense='cofedmid', rounds=2, threads=1).save(tmp_path/'cfg.json')
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        cli(['run', '--config', str(tmp_path/'cfg.json'), '--out', str(tmp_path/'a'), '--quiet'])
+        first = (tmp_path/'a'/'results.csv').read_bytes()
+        assert json.loads((tmp_path/'a'/'config.json').read_text())['threads'] == 1
+        assert torch.get_num_threads() == 2                                 # the run restored the caller's count
+        cli(['report', str(tmp_path/'a')])
+        assert (tmp_path/'a'/'results.csv').read_bytes() == first
+        s = pd.read_csv(tmp_path/'a'/'summary.csv')
+        assert {'setting', 'attack', 'view', 'nonmembers', 'target_defended', 'auc_mean', 'auc_ci_low', 'auc_ci_high',
+                'n_runs', 'test_acc_mean'} <= set(s.columns)
+        log = (tmp_path/'a'/'log.txt').read_text()
+        cmd = next(l for l in log.splitlines() if l.startswith('rerun: ')).split()[1:]
+        torch.set_num_threads(1 if old > 1 else 2)
+        assert cmd[:3] == ['cofedmid', 'run', '--config']
+        cli(cmd[1:-1] + [str(tmp_path/'b'), '--quiet'])                    # the recorded command, a new folder
+        assert (tmp_path/'b'/'results.csv').read_bytes() == first
+    finally: torch.set_num_threads(old)
+
+def test_threads_recorded_and_applied_on_resume(tmp_path, monkeypatch):
+    "A run records the thread count it ran with and a resume under another count runs with the recorded one."
+    cfg = _smoke(defense='none', rounds=3)
+    old = torch.get_num_threads()
+    real, seen = FedAvg.run_round, []
+    def crash(self):
+        seen.append(torch.get_num_threads())
+        if self.round == 1 and len(seen) == 2: raise KeyboardInterrupt('killed')
+        return real(self)
+    monkeypatch.setattr(FedAvg, 'run_round', crash)
+    try:
+        torch.set_num_threads(1)
+        with pytest.raises(KeyboardInterrupt): run_experiment(cfg, tmp_path, verbose=False)
+        torch.set_num_threads(2)
+        run_experiment(cfg, tmp_path, resume=True, verbose=False)
+    finally: torch.set_num_threads(old)
+    assert set(seen) == {1} and json.loads((tmp_path/'config.json').read_text())['threads'] == 1
+    with pytest.raises(ConfigError, match=r"differs in \['threads'\]"):
+        run_experiment(_smoke(defense='none', rounds=3, threads=2), tmp_path, resume=True, verbose=False)
+
+def test_sweep_report_and_load_results(tmp_path):
+    "A sweep's table is rebuilt by `report` byte for byte; seeds pool into one setting with an interval over seeds."
+    sweep(_smoke(rounds=1), {'defense': ['none', 'cofedmid'], 'seed': [0, 1]}, tmp_path, verbose=False)
+    table = (tmp_path/'results.csv').read_bytes()
+    s = report(tmp_path)
+    assert (tmp_path/'results.csv').read_bytes() == table
+    assert set(s.setting) == {'defense=none', 'defense=cofedmid'} and (s.n_runs == 2).all() and (s.ci_over == 'seeds').all()
+    assert set(s[s.setting == 'defense=cofedmid'].target_defended) == {True, False}
+    assert len(load_results(tmp_path)) == len(pd.read_csv(tmp_path/'results.csv'))
+    (tmp_path/'results.csv').unlink()
+    assert set(load_results(tmp_path).cell) == {'defense=none,seed=0', 'defense=none,seed=1', 'defense=cofedmid,seed=0', 'defense=cofedmid,seed=1'}
+    with pytest.raises(ConfigError, match='neither a run'): report(tmp_path/'cells')
