@@ -5,7 +5,7 @@ Each benchmark module has `NAME`, `GOAL` and `run(full, threads) -> dict`, write
 one summary line. Timings on a shared machine are noisy: ratios are measured in one run, interleaved, repeated,
 and the medians reported."""
 from __future__ import annotations
-import json, os, platform, statistics, sys, time
+import contextlib, json, os, platform, statistics, sys, time
 from pathlib import Path
 
 RESULTS = Path(__file__).parent/'results'
@@ -43,6 +43,17 @@ def peak_rss_bytes() -> int:
     import resource
     r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return r if sys.platform == 'darwin' else r * 1024
+
+@contextlib.contextmanager
+def recorder_seconds():
+    "Time spent in `TrajectoryRecorder.observe` while the block runs: yields a one-item list that accumulates it."
+    from cofedmid.trajectory import TrajectoryRecorder
+    spent, real = [0.], TrajectoryRecorder.observe
+    def timed(self, *a, **kw):
+        t = time.perf_counter(); real(self, *a, **kw); spent[0] += time.perf_counter() - t
+    TrajectoryRecorder.observe = timed
+    try: yield spent
+    finally: TrajectoryRecorder.observe = real
 
 def write_result(name: str, res: dict) -> Path:
     "Write `res` (plus machine and time) to `results/<name>.json`."

@@ -17,21 +17,16 @@ def run(full: bool = False, threads: int = 1) -> dict:
         return {'skipped': True, 'goal_met': None, 'summary': 'skipped: no dataset folder (set COFEDMID_DATA)'}
     import torch
     from cofedmid.experiment import preset, run_experiment, summarize
-    from cofedmid.trajectory import TrajectoryRecorder
+    from . import recorder_seconds
     cfg, _ = preset('base', data_dir=data, threads=os.cpu_count() or 1)
-    spent, real = [0.], TrajectoryRecorder.observe
-    def timed(self, *a, **kw):
-        t = time.perf_counter(); real(self, *a, **kw); spent[0] += time.perf_counter() - t
-    TrajectoryRecorder.observe = timed
     out = Path(tempfile.mkdtemp(prefix='cofedmid-bench-'))
     try:
-        t = time.perf_counter()
-        res = run_experiment(cfg, out/'run', verbose=False)
-        wall = time.perf_counter() - t
+        with recorder_seconds() as spent:
+            t = time.perf_counter()
+            res = run_experiment(cfg, out/'run', verbose=False)
+            wall = time.perf_counter() - t
         log = (out/'run'/'log.txt').read_text()
-    finally:
-        TrajectoryRecorder.observe = real
-        shutil.rmtree(out, ignore_errors=True)
+    finally: shutil.rmtree(out, ignore_errors=True)
     attack_s = float(log.split('(attacks ')[1].split(' s')[0])
     s = summarize(res)
     s = s[(s.view == 'upload') & (s.nonmembers == 'ofl') & s.attack.isin(TRAJECTORY)].set_index('attack')

@@ -21,17 +21,13 @@ def _cuda_cells() -> bool:
 def _paper_rounds(rounds: int = 2) -> str:
     "Two rounds of the `paper` preset's no-defense cell on the GPU: images/s of training and the recorder's share."
     from cofedmid.experiment import preset, run_experiment
-    from cofedmid.trajectory import TrajectoryRecorder
+    from benchmarks import recorder_seconds
     cfg, _ = preset('paper', rounds=rounds, record_every=1, defense='none', targets=[0], device='cuda')
-    spent, real = [0.], TrajectoryRecorder.observe
-    def timed(self, *a, **kw):
-        t = time.perf_counter(); real(self, *a, **kw); spent[0] += time.perf_counter() - t
-    TrajectoryRecorder.observe = timed
     out = Path(tempfile.mkdtemp(prefix='cofedmid-gpu-'))
     try:
-        t = time.perf_counter(); res = run_experiment(cfg, out/'run', verbose=False); wall = time.perf_counter() - t
-    finally:
-        TrajectoryRecorder.observe = real; shutil.rmtree(out, ignore_errors=True)
+        with recorder_seconds() as spent:
+            t = time.perf_counter(); run_experiment(cfg, out/'run', verbose=False); wall = time.perf_counter() - t
+    finally: shutil.rmtree(out, ignore_errors=True)
     from cofedmid.data import load_dataset
     n = len(load_dataset(cfg.dataset, cfg.data_dir, progress=False).y_train) - cfg.n_ofl - cfg.n_val
     ips = n*cfg.local_epochs*rounds/max(wall - spent[0], 1e-9)

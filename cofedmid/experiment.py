@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy, json, math, os, re, sys, time, itertools, contextlib, multiprocessing, concurrent.futures
 from dataclasses import dataclass, field, asdict, fields, replace
 from pathlib import Path
+from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import torch
@@ -573,14 +574,15 @@ def summary(res: pd.DataFrame, # rows of `run_experiment` / `sweep` / `load_resu
 
 # %% ../nbs/api/10_experiment.ipynb #f2ad7741
 def _rescore(run: Path) -> pd.DataFrame:
-    "Rebuild a finished run's `results.csv` from its config, trajectory, history and `scores.npz`, and write it."
+    "Rebuild a finished run's `results.csv` from its config, history and `scores.npz` (no trajectory needed), and write it."
     from cofedmid.attacks import load_scores
-    for f in ('config.json', 'trajectory.npz', 'history.json', 'scores.npz'):
+    for f in ('config.json', 'history.json', 'scores.npz'):
         if not (run/f).is_file(): raise ConfigError(f"{run} has no {f}: not a finished run")
     cfg = load_config(run/'config.json')
-    try: scores, _ = load_scores(run/'scores.npz')
+    try: scores, meta = load_scores(run/'scores.npz')
     except (KeyError, ValueError) as e: raise ConfigError(f"{run}/scores.npz cannot be read ({e}); rerun the cell") from None
-    res = _results_table(cfg, Trajectory.load(run/'trajectory.npz'), scores, _read_history(run))
+    cands = SimpleNamespace(cand_owner=meta['cand_owner'], rounds=meta['rounds'], n_clients=cfg.n_clients)  # all `score_table` reads
+    res = _results_table(cfg, cands, scores, _read_history(run))
     _write_csv(run/'results.csv', res)
     return res
 
