@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from scipy.special import log_ndtr
 from .core import atomic_path, torch_rng, rng
-from .trajectory import Trajectory
+from .trajectory import Trajectory, ADAPTIVE_VIEWS
 from .metrics import roc_metrics
 
 # %% auto #0
@@ -35,7 +35,8 @@ class MissingSignalError(AttackUnavailable):
 _GRAD_SIGNALS = ('cosine', 'gdot', 'grad_diff', 'gnorm')
 
 def _view_index(traj: Trajectory, target: int, view: str) -> int:
-    if view not in ('upload', 'global'): raise ValueError(f"view must be 'upload' or 'global', got {view!r}")
+    if view not in ('upload', 'global'):
+        raise ValueError(f"view must be 'upload', 'global' or an adaptive view ({', '.join(ADAPTIVE_VIEWS)}), got {view!r}")
     if not (isinstance(target, (int, np.integer)) and 0 <= target < traj.n_clients):
         raise ValueError(f"target client {target!r} does not exist (clients are 0..{traj.n_clients - 1})")
     return int(target) if view == 'upload' else traj.n_clients
@@ -132,6 +133,7 @@ def attack_scores(traj: Trajectory, # the recorded trajectory
     "One score per candidate of `traj` (higher = more likely a member of `target`); NaN where the attack cannot score."
     if attack not in ATTACKS: raise ValueError(f"unknown attack {attack!r}; choose one of {', '.join(ATTACKS)}")
     a = ATTACKS[attack]
+    if view in ADAPTIVE_VIEWS: return _adaptive_scores(traj, attack, target, view, round, **kw)
     v = _view_index(traj, target, view)
     if view not in a.views:
         raise ValueError(f"attack {attack!r} applies to the {' and '.join(a.views)} view only, not {view!r}: {a.threat}")
@@ -140,6 +142,16 @@ def attack_scores(traj: Trajectory, # the recorded trajectory
     try: s = a.fn(traj, int(target), v, _rounds(traj, round), **kw)
     except AttackUnavailable as e: raise type(e)(f"attack {attack!r}: {e}") from None
     return np.asarray(s, dtype=np.float64)
+
+
+def _adaptive_scores(traj: Trajectory, attack: str, target: int, view: str, round: int, **kw) -> np.ndarray:
+    "Scores in an adaptive view: the attack's upload-view scores on the trajectory of that view (`cofedmid.adaptive`)."
+    if not traj.adaptive or view not in traj.adaptive:
+        raise MissingSignalError(f"view {view!r} needs a trajectory recorded with cofedmid.adaptive.AdaptiveRecorder "
+                                 "(ExperimentConfig(adaptive=True))")
+    if 'upload' not in ATTACKS[attack].views:
+        raise ValueError(f"attack {attack!r} applies to the {' and '.join(ATTACKS[attack].views)} view only; adaptive views are upload views")
+    return attack_scores(traj.adaptive[view], attack, target, 'upload', round, **kw)
 
 # %% ../nbs/api/07_attacks.ipynb #469a3a43
 def _one_round(traj, v, rounds, name):
@@ -469,7 +481,7 @@ def score_attacks(traj: Trajectory, # the recorded trajectory
         att = ATTACKS[a]
         params = {k: v for k, v in shared.items() if k in att.params} | per.get(a, {})
         for view in views:
-            if view not in att.views:
+            if (view if view not in ADAPTIVE_VIEWS else 'upload') not in att.views:
                 notes.append(f"{a}: skipped in the {view} view ({att.threat})"); continue
             try: scores[f'{a}:{view}'] = attack_scores(traj, a, target, view, round=round, **params)
             except AttackUnavailable as e:

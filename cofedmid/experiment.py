@@ -18,12 +18,12 @@ from .models import MODELS
 from fastcore.basics import patch
 from .partition import Federation, CandidatePool, save_layout, pick_clients
 from .fl import FedAvg, FLConfig
-from .trajectory import TrajectoryRecorder, Trajectory
+from .trajectory import TrajectoryRecorder, Trajectory, ADAPTIVE_VIEWS
 from .defenses import _last_log
 
 # %% auto #0
 __all__ = ['PRESETS', 'ExperimentConfig', 'ConfigError', 'load_config', 'run_experiment', 'cell_name', 'grid_cells', 'SweepError',
-           'sweep', 'preset', 'mean_ci', 'summarize', 'summary', 'report', 'load_results']
+           'sweep', 'preset', 'mean_ci', 'summarize', 'strongest', 'summary', 'report', 'load_results']
 
 # %% ../nbs/api/10_experiment.ipynb #d86db669
 _NO_DEFENSE = 'none'
@@ -64,6 +64,7 @@ class ExperimentConfig:
     record_every: int = 5             # record the trajectory every this many rounds (and the last round)
     grad_signals: bool = True         # record gradient signals (needed by the gradient attacks)
     grad_every: int|None = None       # record the gradient signals every this many rounds (and the last); `None` = `record_every`
+    adaptive: bool = False            # also record and attack the defense-aware server's views (`cofedmid.adaptive`)
     eval_size: int|None = 2000        # test images used for the accuracy; `None` = all
     seed: int = 0                     # the one seed of the run
     device: str|None = None           # `'cpu'`, `'cuda'` or `None` for the best available
@@ -103,6 +104,7 @@ def check(self: ExperimentConfig) -> ExperimentConfig:
     for f in ('n_clients', 'rounds', 'local_epochs', 'batch_size', 'record_every'): _positive(f, getattr(self, f))
     for f in ('per_client', 'members_per_client', 'eval_size', 'grad_every', 'threads'): _positive(f, getattr(self, f), none_ok=True)
     for f in ('n_ofl', 'n_val', 'seed'): _positive(f, getattr(self, f), zero_ok=True)
+    if not isinstance(self.adaptive, bool): raise ConfigError(f"adaptive={self.adaptive!r} must be true or false")
     if not self.beta > 0: raise ConfigError(f"beta={self.beta!r} must be > 0 (Dirichlet concentration)")
     bad = [v for v in self.views if v not in _VIEWS]
     if not self.views or bad: raise ConfigError(f"views={self.views!r}: each must be one of {', '.join(_VIEWS)}")
@@ -306,7 +308,8 @@ def _train(cfg: ExperimentConfig, out: Path, resume: bool, log, eng) -> tuple:
     pool = CandidatePool.make(fed, cfg.members_per_client, seed=cfg.seed)
     save_layout(out/'layout.npz', fed, pool)
     defended, target = cfg.defended_clients(), cfg.target_client()
-    rec = TrajectoryRecorder(pool, cfg.record_every, cfg.grad_signals, grad_every=cfg.grad_every)
+    from cofedmid.adaptive import AdaptiveRecorder
+    rec = (AdaptiveRecorder if cfg.adaptive else TrajectoryRecorder)(pool, cfg.record_every, cfg.grad_signals, grad_every=cfg.grad_every)
     sim = eng.make_sim(cfg, data, fed, [rec]) if eng else FedAvg(data, fed, cfg.model, cfg.fl_config(), cfg.build_defenses(), [rec])
     ck = out/'checkpoint.pt'
     if resume and ck.is_file():
@@ -325,7 +328,13 @@ def _train(cfg: ExperimentConfig, out: Path, resume: bool, log, eng) -> tuple:
     else: train()
     rec.traj.save(out/'trajectory.npz')
     _write_json(out/'history.json', sim.history)
+    if cfg.adaptive: _write_json(out/'adaptive.json', _identification(cfg, rec.found))
     return rec.traj
+
+def _identification(cfg: ExperimentConfig, found: dict) -> list:
+    "Per recorded round, the coalition the defense-aware server identified, scored against the true one (`adaptive.json`)."
+    from cofedmid.adaptive import identification
+    return identification(found, cfg.defended_clients() if cfg.defense == 'cofedmid' else [])
 
 # %% ../nbs/api/10_experiment.ipynb #fb81483e
 def _score_run(cfg: ExperimentConfig, traj: Trajectory) -> dict:
@@ -334,7 +343,7 @@ def _score_run(cfg: ExperimentConfig, traj: Trajectory) -> dict:
     coalition = cfg.defended_clients()
     out = {}
     for t in cfg.attacked_clients():
-        s, _ = score_attacks(traj, t, cfg.attacks, cfg.views, coalition=coalition or None)
+        s, _ = score_attacks(traj, t, cfg.attacks, cfg.views + (list(ADAPTIVE_VIEWS) if cfg.adaptive else []), coalition=coalition or None)
         out[t] = {k: scores_as_stored(v) for k, v in s.items()}
     return out
 
@@ -555,6 +564,23 @@ def summarize(res: pd.DataFrame, # rows of `run_experiment` / `sweep` / `load_re
                          test_acc_mean=acc[0], test_acc_ci_low=acc[1], test_acc_ci_high=acc[2]))
     return pd.DataFrame(rows).round(4)
 
+# %% ../nbs/api/10_experiment.ipynb #1805c155
+def strongest(summary: pd.DataFrame # the output of `summarize`
+             ) -> pd.DataFrame:
+    "Per setting, non-member set and target group: the strongest attack in the plain views, and over every view the defense-aware server has."
+    keys, rows = ['setting', 'nonmembers', 'target_defended'], []
+    for key, g in summary.groupby(keys, sort=False):
+        row = dict(zip(keys, key))
+        for label, part in (('strongest', g[g.view.isin(_VIEWS)]), ('adaptive', g)):
+            part = part.dropna(subset=['auc_mean'])
+            if part.empty: continue
+            b = part.loc[part.auc_mean.idxmax()]
+            row |= {f'{label}_attack': b.attack, f'{label}_view': b.view, f'{label}_auc_mean': b.auc_mean,
+                    f'{label}_auc_ci_low': b.auc_ci_low, f'{label}_auc_ci_high': b.auc_ci_high}
+        rows.append(row | dict(test_acc_mean=g.test_acc_mean.iloc[0], test_acc_ci_low=g.test_acc_ci_low.iloc[0],
+                               test_acc_ci_high=g.test_acc_ci_high.iloc[0]))
+    return pd.DataFrame(rows)
+
 # %% ../nbs/api/10_experiment.ipynb #97c9b234
 def summary(res: pd.DataFrame, # rows of `run_experiment` / `sweep` / `load_results`
             view: str = 'upload', # the view to show
@@ -588,7 +614,7 @@ def _rescore(run: Path) -> pd.DataFrame:
 
 def report(path: str|Path # a run folder (with `config.json`) or a sweep folder (with `cells/`)
           ) -> pd.DataFrame:
-    "Recompute `results.csv` from the saved scores (a run's, or every cell's and the sweep's table) and write `summary.csv`."
+    "Recompute `results.csv` from the saved scores (a run's, or every cell's and the sweep's table); write `summary.csv` and `strongest.csv`."
     path = Path(path)
     if (path/'config.json').is_file(): res = _rescore(path)
     elif (path/'cells').is_dir():
@@ -599,6 +625,7 @@ def report(path: str|Path # a run folder (with `config.json`) or a sweep folder 
     else: raise ConfigError(f"{path} holds neither a run (config.json) nor a sweep (cells/)")
     s = summarize(res)
     _write_csv(path/'summary.csv', s)
+    _write_csv(path/'strongest.csv', strongest(s))
     return s
 
 # %% ../nbs/api/10_experiment.ipynb #770330b2

@@ -16,10 +16,13 @@ from .core import atomic_path
 from .partition import CandidatePool
 
 # %% auto #0
-__all__ = ['Trajectory', 'output_signals', 'grad_dots', 'grad_norms', 'grad_signals', 'TrajectoryRecorder']
+__all__ = ['ADAPTIVE_VIEWS', 'Trajectory', 'output_signals', 'grad_dots', 'grad_norms', 'grad_signals', 'TrajectoryRecorder']
 
 # %% ../nbs/api/05_trajectory.ipynb #d4fe2c01
 _VIEW_SIGNALS = ('loss', 'conf', 'margin', 'gdot')
+ADAPTIVE_VIEWS = ('repaired', 'unmasked', 'coalition_sum')   # server views that undo a defense (`cofedmid.adaptive`)
+
+_ARRAYS = ('rounds', 'loss', 'conf', 'margin', 'gdot', 'gnorm', 'dnorm', 'participated', 'cand_index', 'cand_owner', 'has_grad')
 
 @dataclass
 class Trajectory:
@@ -35,6 +38,7 @@ class Trajectory:
     cand_index: np.ndarray    # (C,) training-split index of each candidate
     cand_owner: np.ndarray    # (C,) owning client of each candidate (-1 = OFL)
     has_grad: np.ndarray|None = None  # (R,) whether `gdot`/`gnorm` were recorded; default: where `gnorm` is not all NaN
+    adaptive: dict|None = None  # `{name in ADAPTIVE_VIEWS: Trajectory}` whose client slots hold the server's adaptive views
 
     def __post_init__(self):
         if self.has_grad is None: self.has_grad = ~np.isnan(self.gnorm).all(1)
@@ -45,7 +49,8 @@ class Trajectory:
     @property
     def views(self) -> list: return [f'client {k}' for k in range(self.n_clients)] + ['global']
     @property
-    def nbytes(self) -> int: return sum(getattr(self, f.name).nbytes for f in fields(self))
+    def nbytes(self) -> int:
+        return sum(getattr(self, f).nbytes for f in _ARRAYS) + sum(t.nbytes for t in (self.adaptive or {}).values())
     @property
     def pool(self) -> CandidatePool: return CandidatePool(self.cand_index, self.cand_owner)
 
@@ -69,15 +74,21 @@ class Trajectory:
 @patch
 def save(self: Trajectory, path: str|Path # `.npz` file (written atomically)
         ):
-    "Save all arrays to `path`."
+    "Save all arrays (and those of the adaptive views, as `<view>.<array>`) to `path`."
+    arrays = {f: getattr(self, f) for f in _ARRAYS}
+    for v, t in (self.adaptive or {}).items(): arrays |= {f'{v}.{f}': getattr(t, f) for f in _ARRAYS}
     with atomic_path(path) as tmp:
-        with open(tmp, 'wb') as f: np.savez(f, **{fl.name: getattr(self, fl.name) for fl in fields(self)})
+        with open(tmp, 'wb') as f: np.savez(f, **arrays)
 
 @patch(cls_method=True)
 def load(cls: Trajectory, path: str|Path # file written by `Trajectory.save`
         ) -> Trajectory:
     "Load a trajectory saved with `save`."
-    with np.load(path) as z: return cls(**{fl.name: z[fl.name] for fl in fields(cls) if fl.name in z})
+    with np.load(path, allow_pickle=False) as z:
+        arr = {k: z[k] for k in z.files}
+    own = lambda p: {f: arr[p + f] for f in _ARRAYS if p + f in arr}
+    views = sorted({k.split('.')[0] for k in arr if '.' in k})
+    return cls(**own(''), adaptive={v: cls(**own(v + '.')) for v in views} or None)
 
 # %% ../nbs/api/05_trajectory.ipynb #e3b32542
 def _unflatten(vec: torch.Tensor, model: nn.Module) -> dict:
@@ -292,18 +303,10 @@ def needs_uploads(self: TrajectoryRecorder, sim, rnd: int) -> bool:
     return bool((self.traj.rounds == rnd).any())
 
 @patch
-def observe(self: TrajectoryRecorder, sim, rnd, before, uploads, weights, after):
-    "Record the signals of round `rnd` if it is a recorded round."
-    if self.traj is None: self._allocate(sim)
-    hit = np.flatnonzero(self.traj.rounds == rnd)
-    if not len(hit): return
-    r, K = int(hit[0]), sim.n_clients
-    views = sorted(uploads)
-    dirs = [uploads[k] for k in views] + [after - before]
-    vidx = views + [K]
+def _fill(self: TrajectoryRecorder, t: Trajectory, r: int, sim, before: torch.Tensor, vidx: list, dirs: list):
+    "Write the signals of the models `before + d` (views `vidx`) into recording `r` of `t`; gradient signals where `t` has them."
     model = sim.worker.eval()
     idx = torch.as_tensor(self.pool.index, device=sim.device)
-    t = self.traj
     for b in range(0, len(idx), self.batch_size):
         bi = idx[b:b + self.batch_size]; sl = slice(b, b + len(bi))
         x, y = sim.batch(bi), sim.y[bi]
@@ -315,4 +318,18 @@ def observe(self: TrajectoryRecorder, sim, rnd, before, uploads, weights, after)
             t.gdot[r, vidx, sl] = gd.cpu().numpy(); t.gnorm[r, sl] = gn.cpu().numpy()
     t.dnorm[r, vidx] = torch.stack([d.norm() for d in dirs]).cpu().numpy()
     t.participated[r, vidx] = True
-    if self.path is not None: t.save(self.path)
+
+@patch
+def observe(self: TrajectoryRecorder, sim, rnd, before, uploads, weights, after):
+    "Record the signals of round `rnd` if it is a recorded round."
+    if self.traj is None: self._allocate(sim)
+    hit = np.flatnonzero(self.traj.rounds == rnd)
+    if not len(hit): return
+    views = sorted(uploads)
+    self._fill(self.traj, int(hit[0]), sim, before, views + [sim.n_clients], [uploads[k] for k in views] + [after - before])
+    self._also_record(sim, int(hit[0]), rnd, before, uploads, weights)
+    if self.path is not None: self.traj.save(self.path)
+
+@patch
+def _also_record(self: TrajectoryRecorder, sim, r, rnd, before, uploads, weights):
+    "Hook for recorders that record more views of a recorded round (`cofedmid.adaptive.AdaptiveRecorder`)."
