@@ -4,13 +4,15 @@
 
 # %% ../nbs/api/12_adaptive.ipynb #d256f834
 from __future__ import annotations
+from dataclasses import replace
 import numpy as np
 import torch
 from fastcore.basics import patch
 from .trajectory import Trajectory, TrajectoryRecorder, ADAPTIVE_VIEWS
 
 # %% auto #0
-__all__ = ['identify_coalition', 'noised_coordinates', 'adaptive_uploads', 'AdaptiveRecorder', 'identification']
+__all__ = ['identify_coalition', 'noised_coordinates', 'adaptive_uploads', 'AdaptiveRecorder', 'identification',
+           'inferred_classes', 'class_inference']
 
 # %% ../nbs/api/12_adaptive.ipynb #23058c3d
 def identify_coalition(uploads: dict, # `{client: flat upload}` of one round
@@ -74,14 +76,14 @@ class AdaptiveRecorder(TrajectoryRecorder):
 def _also_record(self: AdaptiveRecorder, sim, r, rnd, before, uploads, weights):
     "Record the adaptive views of recorded round `rnd` (index `r`): copy every slot, re-evaluate the identified members'."
     t = self.traj
+    per_round = [f for f in ('loss', 'conf', 'margin', 'gdot', 'gnorm', 'dnorm', 'participated', 'class_update') if getattr(t, f) is not None]
     if t.adaptive is None:
-        t.adaptive = {v: Trajectory(t.rounds, *(np.full_like(getattr(t, f), np.nan) for f in ('loss', 'conf', 'margin', 'gdot', 'gnorm', 'dnorm')),
-                                    np.zeros_like(t.participated), t.cand_index, t.cand_owner, t.has_grad.copy()) for v in ADAPTIVE_VIEWS}
+        t.adaptive = {v: replace(t, **{f: np.full_like(getattr(t, f), np.nan if f != 'participated' else False) for f in per_round},
+                                 has_grad=t.has_grad.copy(), adaptive=None) for v in ADAPTIVE_VIEWS}
     views, info = adaptive_uploads(uploads, weights, self.ratio, self.tau)
     self.found[int(rnd)] = info
     for v, a in t.adaptive.items():
-        for f in ('loss', 'conf', 'margin', 'gdot', 'dnorm', 'participated'): getattr(a, f)[r] = getattr(t, f)[r]
-        a.gnorm[r] = t.gnorm[r]
+        for f in per_round: getattr(a, f)[r] = getattr(t, f)[r]
         if info['members']: self._fill(a, r, sim, before, info['members'], [views[v][k] for k in info['members']])
 
 # %% ../nbs/api/12_adaptive.ipynb #0a17daae
@@ -96,3 +98,28 @@ def identification(found: dict, # `AdaptiveRecorder.found`
                         precision=len(got & true)/len(got) if got else float('nan'),
                         recall=len(got & true)/len(true) if true else float('nan')))
     return out
+
+# %% ../nbs/api/12_adaptive.ipynb #7f21d73a
+def inferred_classes(traj: Trajectory, # a trajectory with `class_update` (recorded by `TrajectoryRecorder`)
+                     client: int # the client
+                    ) -> np.ndarray:
+    "(R, n_classes): per recording, the classes `client` trained on as the server infers them (a positive output-bias update)."
+    if traj.class_update is None: raise ValueError("the trajectory has no output-bias updates (class_update)")
+    return (traj.class_update[:, client] > 0) & traj.participated[:, client, None]
+
+# %% ../nbs/api/12_adaptive.ipynb #d2ff84b8
+def class_inference(traj: Trajectory, # the recorded trajectory
+                    history: list, # the simulator's history (`FedAvg.history`), whose client logs hold CoFedMID's `classes`
+                    members: list # the coalition
+                   ) -> list:
+    "Per recorded round and member: precision and recall of `inferred_classes` against the classes CoFedMID assigned."
+    rows, by_round = [], {h['round']: h for h in history}
+    for r, rnd in enumerate(traj.rounds):
+        for k in members:
+            true = by_round.get(int(rnd), {}).get('clients', {}).get(k, {}).get('classes')
+            if true is None: continue
+            got = set(np.flatnonzero(inferred_classes(traj, k)[r]).tolist())
+            hit = len(got & set(true))
+            rows.append(dict(round=int(rnd), client=k, n_true=len(true), n_inferred=len(got),
+                             precision=hit/len(got) if got else float('nan'), recall=hit/len(true)))
+    return rows

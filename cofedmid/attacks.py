@@ -22,8 +22,8 @@ from .metrics import roc_metrics
 __all__ = ['ATTACKS', 'AttackUnavailable', 'MissingSignalError', 'Attack', 'register', 'toy_trajectory', 'attack_scores',
            'loss_attack', 'grad_cosine_attack', 'grad_diff_attack', 'grad_norm_attack', 'loss_series_attack',
            'avg_cosine_attack', 'fta_loss_attack', 'fta_conf_attack', 'fedmia_1_attack', 'fedmia_2_attack',
-           'seqmia_attack', 'score_attacks', 'score_table', 'evaluate', 'evaluate_rounds', 'scores_as_stored',
-           'save_scores', 'load_scores']
+           'seqmia_attack', 'class_aware_loss_attack', 'class_aware_loss_series_attack', 'score_attacks', 'score_table',
+           'evaluate', 'evaluate_rounds', 'scores_as_stored', 'save_scores', 'load_scores']
 
 # %% ../nbs/api/07_attacks.ipynb #5c3360ed
 class AttackUnavailable(ValueError):
@@ -120,7 +120,7 @@ def toy_trajectory(n_clients: int = 4, # clients K
     f32 = lambda x: np.asarray(x, np.float32)
     return Trajectory(np.arange(1, R + 1)*2, f32(-np.log(conf)), f32(conf), f32(logit), f32(cos*gnorm[:, None]*dnorm[..., None]),
                       f32(gnorm), f32(dnorm), np.ones((R, V), bool), np.arange(C), owner,
-                      np.ones(R, bool))
+                      np.ones(R, bool), np.arange(C) % 4, np.ones((R, V, 4), np.float32))   # 4 classes, all trained
 
 # %% ../nbs/api/07_attacks.ipynb #2b144925
 def attack_scores(traj: Trajectory, # the recorded trajectory
@@ -426,6 +426,38 @@ register(Attack('seqmia', seqmia_attack, 'learned', ('loss', 'conf', 'margin'),
                 threat=("server colluding with a reference client whose data it knows (upload view), or a client "
                         "attacker using its own data (global view); OFL samples are known as non-members"),
                 paper="Li et al., SeqMIA: Sequential-Metric Based Membership Inference Attack, CCS 2024"));
+
+# %% ../nbs/api/07_attacks.ipynb #956db977
+def _class_trained(traj: Trajectory, target: int, rounds: np.ndarray) -> np.ndarray:
+    "(len(rounds), C): whether each candidate's class was trained by `target` in each recording, read from its output-bias update."
+    if traj.class_update is None or traj.cand_label is None:
+        raise MissingSignalError("class-aware attacks need the output-layer bias updates and the candidates' labels "
+                                 "(recorded by TrajectoryRecorder for models whose last parameter is a per-class bias)")
+    trained = (traj.class_update[rounds, target] > 0) & traj.participated[rounds, target, None]   # (R, n_classes)
+    return trained[:, traj.cand_label]
+
+def class_aware_loss_attack(traj: Trajectory, target: int, v: int, rounds: np.ndarray,
+                            signal: str = 'margin' # `'margin'` or `'loss'` (as in the Loss attack)
+                           ) -> np.ndarray:
+    "Class-aware Loss: the Loss score at the last recording in which the target trained the candidate's class (else the last)."
+    if signal not in ('margin', 'loss'): raise ValueError(f"signal must be 'margin' or 'loss', got {signal!r}")
+    x = _signal(traj, signal, v)[rounds]
+    x = x if signal == 'margin' else -x
+    m = _class_trained(traj, target, rounds)
+    last = np.where(m.any(0), len(rounds) - 1 - np.argmax(m[::-1], 0), len(rounds) - 1)
+    return x[last, np.arange(x.shape[1])]
+
+def class_aware_loss_series_attack(traj: Trajectory, target: int, v: int, rounds: np.ndarray) -> np.ndarray:
+    "Class-aware Loss-Series: −loss averaged over the recordings in which the target trained the candidate's class (else over all)."
+    x, m = -_signal(traj, 'loss', v)[rounds], _class_trained(traj, target, rounds)
+    m = np.where(m.any(0), m, traj.participated[rounds, target, None])
+    return np.where(m, x, 0.).sum(0)/np.maximum(m.sum(0), 1)            # a diverged model: NaN stays NaN
+
+_CLASS_THREAT = ("defense-aware server (threat model (a), `cofedmid.adaptive`): infers from each upload's output-bias "
+                 "update which classes the client trained that round (a trained class's bias rises), against Module 1")
+register(Attack('class_aware_loss', class_aware_loss_attack, 'adaptive', ('loss', 'margin'), ('upload',), _CLASS_THREAT))
+register(Attack('class_aware_loss_series', class_aware_loss_series_attack, 'adaptive', ('loss',), ('upload',), _CLASS_THREAT));
+
 
 # %% ../nbs/api/07_attacks.ipynb #01359b82
 def _nonmember_sets(traj: Trajectory, target: int, nonmembers: tuple, coalition) -> dict:

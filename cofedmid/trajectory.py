@@ -22,7 +22,8 @@ __all__ = ['ADAPTIVE_VIEWS', 'Trajectory', 'output_signals', 'grad_dots', 'grad_
 _VIEW_SIGNALS = ('loss', 'conf', 'margin', 'gdot')
 ADAPTIVE_VIEWS = ('repaired', 'unmasked', 'coalition_sum')   # server views that undo a defense (`cofedmid.adaptive`)
 
-_ARRAYS = ('rounds', 'loss', 'conf', 'margin', 'gdot', 'gnorm', 'dnorm', 'participated', 'cand_index', 'cand_owner', 'has_grad')
+_ARRAYS = ('rounds', 'loss', 'conf', 'margin', 'gdot', 'gnorm', 'dnorm', 'participated', 'cand_index', 'cand_owner', 'has_grad',
+           'cand_label', 'class_update')
 
 @dataclass
 class Trajectory:
@@ -38,6 +39,8 @@ class Trajectory:
     cand_index: np.ndarray    # (C,) training-split index of each candidate
     cand_owner: np.ndarray    # (C,) owning client of each candidate (-1 = OFL)
     has_grad: np.ndarray|None = None  # (R,) whether `gdot`/`gnorm` were recorded; default: where `gnorm` is not all NaN
+    cand_label: np.ndarray|None = None    # (C,) class label of each candidate
+    class_update: np.ndarray|None = None  # (R, V, n_classes) each view's update of the output layer's bias (class inference)
     adaptive: dict|None = None  # `{name in ADAPTIVE_VIEWS: Trajectory}` whose client slots hold the server's adaptive views
 
     def __post_init__(self):
@@ -50,7 +53,8 @@ class Trajectory:
     def views(self) -> list: return [f'client {k}' for k in range(self.n_clients)] + ['global']
     @property
     def nbytes(self) -> int:
-        return sum(getattr(self, f).nbytes for f in _ARRAYS) + sum(t.nbytes for t in (self.adaptive or {}).values())
+        own = sum(getattr(self, f).nbytes for f in _ARRAYS if getattr(self, f) is not None)
+        return own + sum(t.nbytes for t in (self.adaptive or {}).values())
     @property
     def pool(self) -> CandidatePool: return CandidatePool(self.cand_index, self.cand_owner)
 
@@ -75,8 +79,8 @@ class Trajectory:
 def save(self: Trajectory, path: str|Path # `.npz` file (written atomically)
         ):
     "Save all arrays (and those of the adaptive views, as `<view>.<array>`) to `path`."
-    arrays = {f: getattr(self, f) for f in _ARRAYS}
-    for v, t in (self.adaptive or {}).items(): arrays |= {f'{v}.{f}': getattr(t, f) for f in _ARRAYS}
+    arrays = {f: getattr(self, f) for f in _ARRAYS if getattr(self, f) is not None}
+    for v, t in (self.adaptive or {}).items(): arrays |= {f'{v}.{f}': getattr(t, f) for f in _ARRAYS if getattr(t, f) is not None}
     with atomic_path(path) as tmp:
         with open(tmp, 'wb') as f: np.savez(f, **arrays)
 
@@ -285,16 +289,24 @@ class TrajectoryRecorder:
     def load_state_dict(self, s: dict): self.traj = s['traj']
 
 # %% ../nbs/api/05_trajectory.ipynb #92b74a84
+def _output_bias(model: nn.Module, n_classes: int) -> tuple|None:
+    "`(start, end)` of the output layer's bias in the flat parameter vector (the last parameter, if it has one entry per class)."
+    name, (s, e, shape) = list(_param_slices(model).items())[-1]
+    return (s, e) if name.endswith('bias') and tuple(shape) == (n_classes,) else None
+
 @patch
 def _allocate(self: TrajectoryRecorder, sim):
     "Empty (NaN) arrays for every recorded round, view and candidate."
     R, V, C = len(self.record_rounds(sim.cfg.rounds)), sim.n_clients + 1, len(self.pool)
     if self.pool.owner.max() >= sim.n_clients: raise ValueError("the candidate pool names clients the federation does not have")
     nan = lambda *s: np.full(s, np.nan, dtype=self.dtype)
+    self._bias = _output_bias(sim.model, sim.data.n_classes)
+    labels = sim.y[torch.as_tensor(self.pool.index, device=sim.device)].cpu().numpy()
     self.traj = Trajectory(self.record_rounds(sim.cfg.rounds), nan(R, V, C), nan(R, V, C), nan(R, V, C), nan(R, V, C),
                            nan(R, C), np.full((R, V), np.nan, np.float32), np.zeros((R, V), bool),
                            self.pool.index.copy(), self.pool.owner.copy(),
-                           np.isin(self.record_rounds(sim.cfg.rounds), self.grad_rounds(sim.cfg.rounds)))
+                           np.isin(self.record_rounds(sim.cfg.rounds), self.grad_rounds(sim.cfg.rounds)), labels,
+                           None if self._bias is None else np.full((R, V, sim.data.n_classes), np.nan, np.float32))
 
 @patch
 def needs_uploads(self: TrajectoryRecorder, sim, rnd: int) -> bool:
@@ -317,6 +329,7 @@ def _fill(self: TrajectoryRecorder, t: Trajectory, r: int, sim, before: torch.Te
             gd, gn = grad_signals(model, before, dirs, x, y, method=self.grad_method)
             t.gdot[r, vidx, sl] = gd.cpu().numpy(); t.gnorm[r, sl] = gn.cpu().numpy()
     t.dnorm[r, vidx] = torch.stack([d.norm() for d in dirs]).cpu().numpy()
+    if t.class_update is not None: t.class_update[r, vidx] = torch.stack([d[slice(*self._bias)] for d in dirs]).cpu().numpy()
     t.participated[r, vidx] = True
 
 @patch
