@@ -10,3 +10,4 @@ from .attacks import *
 from .defenses import *
 from .cofedmid import *
 from .experiment import *
+from .adaptive import *

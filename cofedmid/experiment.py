@@ -498,13 +498,15 @@ _PAPER_BASE = dict(dataset='cifar100', model='resnet18', n_clients=10, per_clien
 _QUICK = dict(per_client=400, rounds=8, grad_every=8, n_ofl=2000, eval_size=2000)   # two cells side by side in <= 5 min
 _STRONGER = {'perturb': 60., 'dpsgd': 2., 'sparsify': 0.01, 'mixup': 2., 'augment': 2., 'sampling': 0.2, 'hamp': 0.95}
 
+_BOOK = _CPU_BASE | dict(adaptive=True)   # the book's sweeps also record and attack the defense-aware server's views
+
 PRESETS = {
     'base': dict(base=_CPU_BASE, grid={}),
     'quick': dict(base=_CPU_BASE | _QUICK, grid={'defense': ['none', 'cofedmid']}),
-    'tables': dict(base=_CPU_BASE, grid=_TABLES),
-    'coalition': dict(base=_CPU_BASE, grid=[{'defense': ['none', 'cofedmid']},
+    'tables': dict(base=_BOOK, grid=_TABLES),
+    'coalition': dict(base=_BOOK, grid=[{'defense': ['none', 'cofedmid']},
                                             {'defense': 'cofedmid', 'defended': ['pair', 3, 4, 6, 8, 10]}]),
-    'baselines': dict(base=_CPU_BASE, grid=[{'defense': ['none', *_BASELINES]},
+    'baselines': dict(base=_BOOK, grid=[{'defense': ['none', *_BASELINES]},
                                             *({'defense': d, 'knob': v} for d, v in _STRONGER.items())]),
     'paper': dict(base=_PAPER_BASE, grid={'defense': ['none', 'cofedmid'], 'defended': ['pair', 'half']}),
     'paper-tables': dict(base=_PAPER_BASE, grid=_TABLES),

@@ -300,13 +300,13 @@ def _allocate(self: TrajectoryRecorder, sim):
     R, V, C = len(self.record_rounds(sim.cfg.rounds)), sim.n_clients + 1, len(self.pool)
     if self.pool.owner.max() >= sim.n_clients: raise ValueError("the candidate pool names clients the federation does not have")
     nan = lambda *s: np.full(s, np.nan, dtype=self.dtype)
-    self._bias = _output_bias(sim.model, sim.data.n_classes)
+    bias = _output_bias(sim.model, sim.data.n_classes)
     labels = sim.y[torch.as_tensor(self.pool.index, device=sim.device)].cpu().numpy()
     self.traj = Trajectory(self.record_rounds(sim.cfg.rounds), nan(R, V, C), nan(R, V, C), nan(R, V, C), nan(R, V, C),
                            nan(R, C), np.full((R, V), np.nan, np.float32), np.zeros((R, V), bool),
                            self.pool.index.copy(), self.pool.owner.copy(),
                            np.isin(self.record_rounds(sim.cfg.rounds), self.grad_rounds(sim.cfg.rounds)), labels,
-                           None if self._bias is None else np.full((R, V, sim.data.n_classes), np.nan, np.float32))
+                           None if bias is None else np.full((R, V, sim.data.n_classes), np.nan, np.float32))
 
 @patch
 def needs_uploads(self: TrajectoryRecorder, sim, rnd: int) -> bool:
@@ -329,7 +329,9 @@ def _fill(self: TrajectoryRecorder, t: Trajectory, r: int, sim, before: torch.Te
             gd, gn = grad_signals(model, before, dirs, x, y, method=self.grad_method)
             t.gdot[r, vidx, sl] = gd.cpu().numpy(); t.gnorm[r, sl] = gn.cpu().numpy()
     t.dnorm[r, vidx] = torch.stack([d.norm() for d in dirs]).cpu().numpy()
-    if t.class_update is not None: t.class_update[r, vidx] = torch.stack([d[slice(*self._bias)] for d in dirs]).cpu().numpy()
+    if t.class_update is not None:
+        b = slice(*_output_bias(model, sim.data.n_classes))
+        t.class_update[r, vidx] = torch.stack([d[b] for d in dirs]).cpu().numpy()
     t.participated[r, vidx] = True
 
 @patch
