@@ -22,11 +22,11 @@ demo: $(STAMP)
 ## Run the whole default test suite (what CI runs)
 test: $(STAMP)
 	$(BIN)/python scripts/check_sync.py
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -rs tests
 
 ## Also run the slow notebook cells and slow tests
 test-all: $(STAMP)
-	$(BIN)/python -m pytest -q tests --runslow
+	$(BIN)/python -m pytest -q -rs tests --runslow
 
 ## Render the documentation site into docs/
 docs: $(STAMP)

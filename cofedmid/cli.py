@@ -8,7 +8,7 @@ import argparse, sys, time
 from pathlib import Path
 import pandas as pd
 from .experiment import (ExperimentConfig, ConfigError, SweepError, PRESETS, preset, load_config, run_experiment, sweep,
-                                 grid_cells, summary, report, _config_fields)
+                                 grid_cells, summary, summarize, strongest, report, _config_fields)
 from .data import DataError
 
 # %% auto #0
@@ -67,14 +67,37 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 # %% ../nbs/api/90_cli.ipynb #1e43f563
+_LEGEND = ("AUC: 0.5 = chance, 1 = every member ranked above every non-member; lower = better defended. Members = the "
+           "target client's training images; OFL = images no client trained on, IFL = other clients' images. "
+           "Mean over the target clients (the defended ones for a defense) [95 % interval].")
+
+def _verdict(res: pd.DataFrame) -> str|None:
+    "One line comparing the strongest upload-view attack (vs OFL) with and without the defense (a two-setting run, like the demo)."
+    b = strongest(summarize(res))
+    b = b[b.nonmembers == 'ofl']
+    if b.setting.nunique() != 2: return None
+    none = b[b.setting.str.contains('defense=none') | (b.setting == 'none')]
+    dfd = b[b.target_defended]
+    if none.empty or dfd.empty: return None
+    n, d = none.iloc[0], dfd.iloc[0]
+    iv = lambda r: f"{r.strongest_auc_mean:.3f} [{r.strongest_auc_ci_low:.3f}, {r.strongest_auc_ci_high:.3f}] ({r.strongest_attack})"
+    gap = 'the intervals separate' if d.strongest_auc_ci_high < n.strongest_auc_ci_low else 'the intervals overlap: not resolved'
+    cost = 100*(n.test_acc_mean - d.test_acc_mean)
+    price = f"at a cost of {cost:.1f} points" if cost > 0 else f"with {-cost:.1f} points more"
+    return (f"verdict: {d.setting} moved the strongest attack on the uploads from {iv(n)} to {iv(d)} — {gap} — "
+            f"{price} of test accuracy ({n.test_acc_mean:.3f} -> {d.test_acc_mean:.3f}; one seed each).")
+
 def _print_summary(res: pd.DataFrame, out: Path):
-    "The demo's short table: upload view, OFL and IFL non-members."
+    "The demo's short table (upload view, OFL and IFL non-members), what it means, and a verdict line."
     with pd.option_context('display.width', 160, 'display.max_columns', 20):
         for nm in ('ofl', 'ifl'):
             if ((res.view == 'upload') & (res.nonmembers == nm)).any():
-                print(f"\nattacks on the target client's uploads, members vs {nm.upper()} non-members:")
+                print(f"\nattacks on the target clients' uploads, members vs {nm.upper()} non-members:")
                 print(summary(res, 'upload', nm).to_string(na_rep=''))
-    print(f"\nall results: {out/'results.csv'}; ROC plots: {out}/**/roc.png")
+    print(f"\n{_LEGEND}")
+    v = _verdict(res)
+    if v: print(v)
+    print(f"all results: {out/'results.csv'}; ROC plots: {out}/**/roc.png")
 
 def _report(path: str) -> pd.DataFrame:
     "`cofedmid report DIR`: rewrite the tables from the saved scores and print where they are."
@@ -83,6 +106,14 @@ def _report(path: str) -> pd.DataFrame:
         print(f"cofedmid: error: {e}", file=sys.stderr); sys.exit(2)
     print(f"{Path(path)/'results.csv'} recomputed from the saved scores; {len(s)} summary rows in {Path(path)/'summary.csv'}")
     return s
+
+def _presets():
+    "`cofedmid presets`: one line per preset — name, cells, what it runs, expected time."
+    from cofedmid.experiment import grid_cells
+    print(f"{'preset':13}{'cells':>6}  {'expected time':26}what")
+    for k, v in PRESETS.items():
+        print(f"{k:13}{len(grid_cells(v['grid'])) if v['grid'] else 1:>6}  {v['time']:26}{v['about']}")
+    print("\nrun one: cofedmid run --preset NAME [--out DIR] [--set field=value ...]; details: cofedmid run --help")
 
 def main(argv: list|None = None # command-line arguments (default `sys.argv[1:]`)
         ):
@@ -93,9 +124,10 @@ def cli(argv: list|None = None # command-line arguments
        ) -> pd.DataFrame|None:
     "Run the command line `argv`; returns the results table of `run`/`sweep`."
     a = _parser().parse_args(argv)
-    if a.command == 'presets':
-        for k, v in PRESETS.items(): print(f"{k:8} grid {v['grid']}  base {v['base']}")
-        return
+    if a.command == 'presets': return _presets()
+    if a.command in ('run', 'sweep') and not (a.preset or a.config):
+        print("cofedmid: error: say what to run: --preset NAME (see `cofedmid presets`; `--preset quick` is the "
+              "5-minute demo) or --config FILE", file=sys.stderr); sys.exit(2)
     if a.command == 'report': return _report(a.dir)
     try:
         cfg, grid, name = _build(a)

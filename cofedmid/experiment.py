@@ -205,11 +205,11 @@ def save(self: ExperimentConfig, path: str|Path # where to write the JSON (atomi
 
 # %% ../nbs/api/10_experiment.ipynb #d3787d8d
 class _Log:
-    "Print to stdout (unless quiet) and append to a log file."
-    def __init__(self, path, verbose=True): self.path, self.verbose = Path(path), verbose
+    "Print to stdout (unless quiet; each line after `prefix`) and append to a log file."
+    def __init__(self, path, verbose=True, prefix=''): self.path, self.verbose, self.prefix = Path(path), verbose, prefix
     def __call__(self, *msg):
         s = ' '.join(map(str, msg))
-        if self.verbose: print(s, flush=True)
+        if self.verbose: print('\n'.join(self.prefix + l for l in s.split('\n')), flush=True)
         with open(self.path, 'a') as f: f.write(s + '\n')
 
 def _write_json(path, obj):
@@ -370,7 +370,8 @@ def run_experiment(cfg: ExperimentConfig, # the experiment
                    out: str|Path, # output folder (created; must be empty unless `resume`)
                    resume: bool = False, # continue an interrupted run in `out` (or return its finished results)
                    verbose: bool = True, # print progress (always written to `log.txt`)
-                   engine='inprocess' # `'inprocess'`, `'flower'` (Flower's simulation engine) or an engine object
+                   engine='inprocess', # `'inprocess'`, `'flower'` (Flower's simulation engine) or an engine object
+                   prefix: str = '' # put before every printed line (a sweep's parallel cells: the cell's name)
                   ) -> pd.DataFrame:
     "Train, record, attack every target and write every artefact of `cfg` into `out`; returns the results table."
     cfg.check()
@@ -381,7 +382,7 @@ def run_experiment(cfg: ExperimentConfig, # the experiment
     if resume and (out/'results.csv').is_file(): return pd.read_csv(out/'results.csv')
     out.mkdir(parents=True, exist_ok=True)
     cfg.save(out/'config.json')
-    log, t0 = _Log(out/'log.txt', verbose), time.perf_counter()
+    log, t0 = _Log(out/'log.txt', verbose, prefix), time.perf_counter()
     with _torch_threads(cfg.threads):
         traj = _train(cfg, out, resume, log, eng)
         t1 = time.perf_counter()
@@ -418,10 +419,10 @@ def grid_cells(grid: dict|list # `{field: [values]}`, or a list of them
 class SweepError(RuntimeError):
     "Some cells of a sweep failed; the others finished and are in its results table."
 
-def _run_cell(cfg: ExperimentConfig, out: Path, threads: int|None, verbose: bool, engine='inprocess') -> pd.DataFrame:
+def _run_cell(cfg: ExperimentConfig, out: Path, threads: int|None, verbose: bool, engine='inprocess', prefix: str = '') -> pd.DataFrame:
     "Run (or resume, or read) one sweep cell, in this process or a worker."
     if threads: torch.set_num_threads(threads)
-    return run_experiment(cfg, out, resume=True, verbose=verbose, engine=engine)
+    return run_experiment(cfg, out, resume=True, verbose=verbose, engine=engine, prefix=prefix)
 
 def _jobs(jobs: int|None, n_cells: int, cfgs: list) -> int:
     "Worker processes for a sweep: `jobs`, or (`None`) one per core on a CPU, one on a GPU."
@@ -474,11 +475,11 @@ def sweep(base: ExperimentConfig, # the settings shared by every cell
             except Exception as e: fail(i, e)
     else:
         if verbose: print(f"{len(cells)} cells ({len(cells) - len(fresh)} done): running {len(fresh)}, {jobs} at a time "
-                          f"with {threads} thread(s) each; every cell logs to {out}/cells/<cell>/log.txt", flush=True)
+                          f"with {threads} thread(s) each; each cell's lines start with its name and are also in {out}/cells/<cell>/log.txt", flush=True)
         for i in set(range(len(cells))) - set(fresh): finish(i, _run_cell(cfgs[i], dirs[i], None, False))
         ctx = multiprocessing.get_context('spawn')          # fresh interpreters: no forked torch thread pools
         with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=ctx) as ex:
-            futs = {ex.submit(_run_cell, cfgs[i], dirs[i], threads, False): i for i in fresh}
+            futs = {ex.submit(_run_cell, cfgs[i], dirs[i], threads, verbose, 'inprocess', f'[{names[i]}] '): i for i in fresh}
             for f in concurrent.futures.as_completed(futs):
                 try: finish(futs[f], f.result())
                 except Exception as e: fail(futs[f], e)
@@ -501,19 +502,26 @@ _STRONGER = {'perturb': 60., 'dpsgd': 2., 'sparsify': 0.01, 'mixup': 2., 'augmen
 _BOOK = _CPU_BASE | dict(adaptive=True)   # the book's sweeps also record and attack the defense-aware server's views
 
 PRESETS = {
-    'base': dict(base=_CPU_BASE, grid={}),
-    'quick': dict(base=_CPU_BASE | _QUICK, grid={'defense': ['none', 'cofedmid']}),
-    'tables': dict(base=_BOOK, grid=_TABLES),
+    'base': dict(base=_CPU_BASE, grid={}, about='the CPU base protocol: CIFAR-10, one cell, no defense, every client a target',
+                 time='175-192 s on 2 CPU cores'),
+    'quick': dict(base=_CPU_BASE | _QUICK, grid={'defense': ['none', 'cofedmid']},
+                  about='the demo: no defense vs CoFedMID (half the clients), base protocol cut to 8 rounds', time='153 s on 2 CPU cores'),
+    'tables': dict(base=_BOOK, grid=_TABLES, about="the book's table: no defense, 7 baselines, CoFedMID pair/half and ablations",
+                   time='CPU, not yet timed'),
     'coalition': dict(base=_BOOK, grid=[{'defense': ['none', 'cofedmid']},
-                                            {'defense': 'cofedmid', 'defended': ['pair', 3, 4, 6, 8, 10]}]),
+                                            {'defense': 'cofedmid', 'defended': ['pair', 3, 4, 6, 8, 10]}],
+                      about='coalition sizes 0, 2-6, 8, 10 (chapter 6)', time='CPU, not yet timed'),
     'baselines': dict(base=_BOOK, grid=[{'defense': ['none', *_BASELINES]},
-                                            *({'defense': d, 'knob': v} for d, v in _STRONGER.items())]),
-    'paper': dict(base=_PAPER_BASE, grid={'defense': ['none', 'cofedmid'], 'defended': ['pair', 'half']}),
-    'paper-tables': dict(base=_PAPER_BASE, grid=_TABLES),
+                                            *({'defense': d, 'knob': v} for d, v in _STRONGER.items())],
+                      about='every baseline at its default and a stronger knob (chapter 4)', time='CPU, not yet timed'),
+    'paper': dict(base=_PAPER_BASE, grid={'defense': ['none', 'cofedmid'], 'defended': ['pair', 'half']},
+                  about="the authors' setting: ResNet-18, CIFAR-100, 100 rounds; no defense vs CoFedMID pair/half", time='GPU: hours per cell'),
+    'paper-tables': dict(base=_PAPER_BASE, grid=_TABLES, about="the book's table in the authors' setting", time='GPU: hours per cell'),
     'smoke': dict(base=dict(dataset='synthetic', synthetic=dict(n_classes=4, n_train=320, n_test=64, size=8, signal=0.5),
                             n_clients=4, per_client=64, n_ofl=32, n_val=32, members_per_client=32, rounds=4,
                             local_epochs=2, batch_size=16, record_every=2, eval_size=None, defended='pair'),
-                  grid={'defense': ['none', 'cofedmid']}),
+                  grid={'defense': ['none', 'cofedmid']}, about='a tiny synthetic federation, for tests and trying the pipeline',
+                  time='seconds'),
 }
 
 def preset(name: str, # a key of `PRESETS`
