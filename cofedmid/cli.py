@@ -76,8 +76,8 @@ def _verdict(res: pd.DataFrame) -> str|None:
     b = strongest(summarize(res))
     b = b[b.nonmembers == 'ofl']
     if b.setting.nunique() != 2: return None
-    none = b[b.setting.str.contains('defense=none') | (b.setting == 'none')]
     dfd = b[b.target_defended]
+    none = b[~b.setting.isin(set(dfd.setting))]                 # the setting without defended targets
     if none.empty or dfd.empty: return None
     n, d = none.iloc[0], dfd.iloc[0]
     iv = lambda r: f"{r.strongest_auc_mean:.3f} [{r.strongest_auc_ci_low:.3f}, {r.strongest_auc_ci_high:.3f}] ({r.strongest_attack})"

@@ -110,9 +110,9 @@ def check(self: ExperimentConfig) -> ExperimentConfig:
     if not self.views or bad: raise ConfigError(f"views={self.views!r}: each must be one of {', '.join(_VIEWS)}")
     if self.target is not None and not (isinstance(self.target, int) and 0 <= self.target < self.n_clients):
         raise ConfigError(f"target={self.target!r} must be a client id in 0..{self.n_clients - 1} or null")
-    if self.targets != 'all' and not (isinstance(self.targets, list) and self.targets and all(
-            isinstance(t, int) and not isinstance(t, bool) and 0 <= t < self.n_clients for t in self.targets)):
+    if self.targets != 'all' and not (isinstance(self.targets, list) and self.targets):
         raise ConfigError(f"targets={self.targets!r} must be 'all' or a non-empty list of client ids in 0..{self.n_clients - 1}")
+    self.attacked_clients()
     if self.attacks is not None:
         from cofedmid.attacks import ATTACKS
         bad = [a for a in self.attacks if a not in ATTACKS]
@@ -146,8 +146,10 @@ def target_client(self: ExperimentConfig) -> int:
 
 @patch
 def attacked_clients(self: ExperimentConfig) -> list:
-    "The clients attacked in turn: every client for `targets='all'`, else the listed ones (sorted)."
-    return list(range(self.n_clients)) if self.targets == 'all' else sorted(set(self.targets))
+    "The clients attacked in turn: every client for `targets='all'`, else the listed ones (sorted, checked by `pick_clients`)."
+    if self.targets == 'all': return list(range(self.n_clients))
+    try: return pick_clients(self.targets, self.n_clients, self.seed, what='targets')
+    except (ValueError, TypeError) as e: raise ConfigError(str(e)) from None
 
 @patch
 def build_defenses(self: ExperimentConfig) -> list:
@@ -391,7 +393,7 @@ def run_experiment(cfg: ExperimentConfig, # the experiment
     save_scores(out/'scores.npz', traj, scores)
     res = _results_table(cfg, traj, scores, _read_history(out))     # what `report` rebuilds from the files
     _write_csv(out/'results.csv', res)
-    _roc_png(traj, cfg, scores[cfg.target_client()] if cfg.target_client() in scores else {}, out/'roc.png')
+    _roc_png(traj, cfg, scores.get(cfg.target_client(), {}), out/'roc.png')
     log(f"done in {time.perf_counter() - t0:.0f} s (attacks {time.perf_counter() - t1:.0f} s, {len(scores)} targets): "
         f"test accuracy {res.test_acc.iloc[0]:.3f}; results in {out}/results.csv\n"
         f"rerun: cofedmid run --config {out}/config.json --out NEW_FOLDER\nrecompute the tables: cofedmid report {out}")
