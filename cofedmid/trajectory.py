@@ -252,6 +252,10 @@ def grad_signals(model: nn.Module, # model structure
     return grad_dots(model, params, directions, x, y).detach(), grad_norms(model, params, x, y)
 
 # %% ../nbs/api/05_trajectory.ipynb #b93ce818
+def _multiples(total: int, every: int) -> set:
+    "Rounds `every, 2*every, ...` up to `total`, and `total` itself."
+    return {t for t in range(1, total + 1) if t % every == 0} | {total}
+
 class TrajectoryRecorder:
     "Observer recording per-sample signals of `pool`'s candidates every `record_every` rounds."
     def __init__(self,
@@ -276,14 +280,13 @@ class TrajectoryRecorder:
     def record_rounds(self, total: int # number of rounds of the run
                      ) -> np.ndarray:
         "The rounds that get recorded (output signals every `record_every`, gradient signals every `grad_every`)."
-        every = (self.record_every, self.grad_every) if self.grad_signals else (self.record_every,)
-        return np.array(sorted({t for t in range(1, total + 1) if any(t % e == 0 for e in every)} | {total}))
+        return np.array(sorted(_multiples(total, self.record_every) | set(self.grad_rounds(total).tolist())))
 
     def grad_rounds(self, total: int # number of rounds of the run
                    ) -> np.ndarray:
         "The rounds whose gradient signals get recorded (none without `grad_signals`)."
         if not self.grad_signals: return np.zeros(0, int)
-        return np.array(sorted({t for t in range(1, total + 1) if t % self.grad_every == 0} | {total}))
+        return np.array(sorted(_multiples(total, self.grad_every)))
 
     def state_dict(self) -> dict: return {'traj': self.traj}
     def load_state_dict(self, s: dict): self.traj = s['traj']
