@@ -60,8 +60,10 @@ def _signal(traj: Trajectory, # the recorded trajectory
     return np.asarray(x, dtype=np.float64)
 
 def _with_signal(traj: Trajectory, name: str, rounds: np.ndarray) -> np.ndarray:
-    "The recordings in `rounds` that hold signal `name` (gradient signals may be recorded more sparsely)."
-    return rounds[traj.has_grad[rounds]] if name in _GRAD_SIGNALS else rounds
+    "The recordings in `rounds` that hold signal `name` (gradient signals may be recorded more sparsely); none is an error."
+    rounds = rounds[traj.has_grad[rounds]] if name in _GRAD_SIGNALS else rounds
+    if not len(rounds): raise MissingSignalError(f"no recording up to the attacked round holds the {name!r} signal")
+    return rounds
 
 def _rounds(traj: Trajectory, round: int) -> np.ndarray:
     "Indices of the recordings up to and including recording `round` (negative counts from the end)."
@@ -202,7 +204,6 @@ register(Attack('grad_norm', grad_norm_attack, 'single round', ('gnorm',),
 def _series(traj, v, rounds, name):
     "(len(rounds), C) signal restricted to the recordings in `rounds` where view `v` took part."
     rounds = _with_signal(traj, name, rounds)
-    if not len(rounds): raise MissingSignalError(f"no recording up to the attacked round holds the {name!r} signal")
     x = _signal(traj, name, v)[rounds]
     keep = traj.participated[rounds, v] if v < traj.n_clients else np.ones(len(rounds), bool)
     if not keep.any(): raise ValueError(f"client {v} took part in none of the recorded rounds up to {traj.rounds[rounds[-1]]}")
@@ -288,7 +289,6 @@ def _fedmia(traj, target, v, rounds, name, lower, outlier, min_std, stat):
     if stat not in ('logp', 'z', 'p'): raise ValueError(f"stat must be 'logp', 'z' or 'p', got {stat!r}")
     if traj.n_clients < 3: raise ValueError("FedMIA needs at least 2 reference clients besides the target")
     rounds = _with_signal(traj, name, rounds)
-    if not len(rounds): raise MissingSignalError(f"no recording up to the attacked round holds the {name!r} signal")
     keep = rounds[traj.participated[rounds, target]]
     if not len(keep): raise ValueError(f"client {target} took part in none of the recorded rounds")
     refs = [k for k in range(traj.n_clients) if k != target]
