@@ -83,6 +83,12 @@ class Attack:
     views: tuple = ('upload', 'global') # views it applies to
     threat: str = ''            # who observes what, which reference data
     paper: str = ''             # the paper it follows
+    min_clients: int = 1        # federation size it needs (the target and its reference clients)
+
+    @property
+    def needs_grad(self) -> bool:
+        "Whether it needs the gradient signals (a run with `grad_signals=False` cannot support it)."
+        return bool(set(self.signals) & set(_GRAD_SIGNALS))
 
     @property
     def params(self) -> dict:
@@ -162,8 +168,8 @@ def _one_round(traj, v, rounds, name):
     if name in _GRAD_SIGNALS and not traj.has_grad[r]:
         raise MissingSignalError(f"no gradient signals at recorded round {traj.rounds[r]} (they were recorded at rounds "
                                  f"{traj.rounds[traj.has_grad].tolist()}): attack one of those")
-    if v < traj.n_clients and not traj.participated[r, v]:
-        raise ValueError(f"client {v} did not take part in recorded round {traj.rounds[r]}; attack another round")
+    if v < traj.n_clients and not traj.participated[r, v]:    # client sampling: nothing uploaded to attack
+        raise AttackUnavailable(f"client {v} did not take part in recorded round {traj.rounds[r]}; attack another round")
     return _signal(traj, name, v)[r]
 
 def loss_attack(traj: Trajectory, target: int, v: int, rounds: np.ndarray,
@@ -206,7 +212,7 @@ def _series(traj, v, rounds, name):
     rounds = _with_signal(traj, name, rounds)
     x = _signal(traj, name, v)[rounds]
     keep = traj.participated[rounds, v] if v < traj.n_clients else np.ones(len(rounds), bool)
-    if not keep.any(): raise ValueError(f"client {v} took part in none of the recorded rounds up to {traj.rounds[rounds[-1]]}")
+    if not keep.any(): raise AttackUnavailable(f"client {v} took part in none of the recorded rounds up to {traj.rounds[rounds[-1]]}")
     return x[keep], traj.rounds[rounds][keep].astype(np.float64)
 
 def _aggregate(x: np.ndarray, agg: str) -> np.ndarray:
@@ -287,11 +293,11 @@ def _gaussian_null(ref: np.ndarray, # (R, J, C) reference signals, NaN where a c
 
 def _fedmia(traj, target, v, rounds, name, lower, outlier, min_std, stat):
     if stat not in ('logp', 'z', 'p'): raise ValueError(f"stat must be 'logp', 'z' or 'p', got {stat!r}")
-    if traj.n_clients < 3: raise ValueError("FedMIA needs at least 2 reference clients besides the target")
+    if traj.n_clients < 3: raise AttackUnavailable("FedMIA needs at least 2 reference clients besides the target")
     rounds = _with_signal(traj, name, rounds)
-    keep = rounds[traj.participated[rounds, target]]
-    if not len(keep): raise ValueError(f"client {target} took part in none of the recorded rounds")
     refs = [k for k in range(traj.n_clients) if k != target]
+    keep = rounds[traj.participated[rounds, target] & (traj.participated[np.ix_(rounds, refs)].sum(1) >= 2)]
+    if not len(keep): raise AttackUnavailable(f"no recorded round has client {target} and at least 2 reference clients taking part")
     x = np.stack([_signal(traj, name, k)[keep] for k in range(traj.n_clients)], 1)   # (R, K, C)
     took_part = traj.participated[np.ix_(keep, refs)]                              # (R, J)
     if not (np.isfinite(x[:, target]).all() and np.isfinite(x[:, refs][took_part]).all()):
@@ -322,8 +328,8 @@ def fedmia_2_attack(traj: Trajectory, target: int, v: int, rounds: np.ndarray,
 
 _FEDMIA_THREAT = ("server only: the null distribution comes from the other clients' uploads; the global view has "
                   "no per-client reference signals")
-register(Attack('fedmia_1', fedmia_1_attack, 'cross-client', ('loss',), ('upload',), _FEDMIA_THREAT, _ZHU25))
-register(Attack('fedmia_2', fedmia_2_attack, 'cross-client', ('cosine',), ('upload',), _FEDMIA_THREAT, _ZHU25));
+register(Attack('fedmia_1', fedmia_1_attack, 'cross-client', ('loss',), ('upload',), _FEDMIA_THREAT, _ZHU25, min_clients=3))
+register(Attack('fedmia_2', fedmia_2_attack, 'cross-client', ('cosine',), ('upload',), _FEDMIA_THREAT, _ZHU25, min_clients=3));
 
 # %% ../nbs/api/07_attacks.ipynb #596838f8
 class _AttnGRU(nn.Module):
@@ -410,7 +416,7 @@ def seqmia_attack(traj: Trajectory, target: int, v: int, rounds: np.ndarray,
     fold, K = _seq_folds(traj, target, ref, seed), traj.n_clients
     if 'cosine' in features: rounds = _with_signal(traj, 'cosine', rounds)
     keep = rounds[traj.participated[rounds, target] & traj.participated[rounds, ref]] if v < K else rounds
-    if not len(keep): raise ValueError("the target and the reference client never took part in the same recorded round")
+    if not len(keep): raise AttackUnavailable("the target and the reference client never took part in the same recorded round")
     xref, xall = _seq_features(traj, ref if v < K else K, keep, features), _seq_features(traj, v, keep, features)
     known = (traj.cand_owner == ref) | (traj.cand_owner == -1)      # the attacker's labelled reference data
     if not (np.isfinite(xref[known]).all() and np.isfinite(xall).all()):
@@ -425,7 +431,7 @@ def seqmia_attack(traj: Trajectory, target: int, v: int, rounds: np.ndarray,
 register(Attack('seqmia', seqmia_attack, 'learned', ('loss', 'conf', 'margin'),
                 threat=("server colluding with a reference client whose data it knows (upload view), or a client "
                         "attacker using its own data (global view); OFL samples are known as non-members"),
-                paper="Li et al., SeqMIA: Sequential-Metric Based Membership Inference Attack, CCS 2024"));
+                paper="Li et al., SeqMIA: Sequential-Metric Based Membership Inference Attack, CCS 2024", min_clients=2));
 
 # %% ../nbs/api/07_attacks.ipynb #956db977
 def _class_trained(traj: Trajectory, target: int, rounds: np.ndarray) -> np.ndarray:

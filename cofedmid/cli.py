@@ -4,12 +4,14 @@
 
 # %% ../nbs/api/90_cli.ipynb #b7d4c0ce
 from __future__ import annotations
-import argparse, sys, time
+import argparse, json, sys, time
 from pathlib import Path
 import pandas as pd
 from .experiment import (ExperimentConfig, ConfigError, SweepError, PRESETS, preset, load_config, run_experiment, sweep,
-                                 grid_cells, summary, summarize, strongest, report, _config_fields)
+                                 grid_cells, summary, summarize, strongest, report, rescore, diverged_round,
+                                 RunInterrupted, _config_fields)
 from .data import DataError
+from .core import BusyError, CheckpointError
 
 # %% auto #0
 __all__ = ['main', 'cli']
@@ -55,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
         r.add_argument('--set', nargs='*', metavar='FIELD=VALUE', help='override config fields')
         r.add_argument('--grid', nargs='*', metavar='FIELD=V1,V2', help='values a field takes across the cells of a sweep')
         r.add_argument('--out', help='output folder (default: runs/<preset or config>-<time>)')
-        r.add_argument('--resume', action='store_true', help='continue the run(s) in --out')
+        r.add_argument('--resume', action='store_true', help='continue the run(s) in --out (a single run needs no --preset/--config)')
         r.add_argument('--engine', choices=['inprocess', 'flower'], default='inprocess',
                        help="where the clients run: in this process, or as Flower apps on Flower's simulation engine "
                             "(needs pip install 'cofedmid[flower]')")
@@ -63,6 +65,11 @@ def _parser() -> argparse.ArgumentParser:
         r.add_argument('--quiet', action='store_true', help='print only the summary')
     rp = sub.add_parser('report', help='recompute results.csv and summary.csv of a run or sweep folder from its saved scores')
     rp.add_argument('dir', help='a run folder (with config.json) or a sweep folder (with cells/)')
+    ev = sub.add_parser('evaluate', help='score a finished run again with other attacks or views, without retraining')
+    ev.add_argument('dir', help='a run folder whose training finished (it has trajectory.npz)')
+    ev.add_argument('--attacks', nargs='*', help='attack names (default: every attack the trajectory supports)')
+    ev.add_argument('--views', nargs='*', choices=['upload', 'global'], help="views to attack (default: the run's)")
+    ev.add_argument('--quiet', action='store_true', help='print only the summary')
     sub.add_parser('presets', help='list the presets')
     return p
 
@@ -91,57 +98,81 @@ def _print_summary(res: pd.DataFrame, out: Path):
     "The demo's short table (upload view, OFL and IFL non-members), what it means, and a verdict line."
     with pd.option_context('display.width', 160, 'display.max_columns', 20):
         for nm in ('ofl', 'ifl'):
-            if ((res.view == 'upload') & (res.nonmembers == nm)).any():
+            if ((res.view == 'upload') & (res.nonmembers == nm) & res.auc.notna()).any():
                 print(f"\nattacks on the target clients' uploads, members vs {nm.upper()} non-members:")
                 print(summary(res, 'upload', nm).to_string(na_rep=''))
     print(f"\n{_LEGEND}")
-    v = _verdict(res)
+    v = _verdict(res) if res.auc.notna().any() else "no attack produced a finite score: see the log"
     if v: print(v)
-    print(f"all results: {out/'results.csv'}; ROC plots: {out}/**/roc.png")
+    rocs = ' ; ROC plots: ' + (f"{out}/roc.png" if (out/'roc.png').is_file() else f"{out}/cells/*/roc.png") if any(out.glob('**/roc.png')) else ''
+    print(f"all results: {out/'results.csv'}{rocs}")
 
+# %% ../nbs/api/90_cli.ipynb #144389a1
 def _report(path: str) -> pd.DataFrame:
     "`cofedmid report DIR`: rewrite the tables from the saved scores and print where they are."
-    try: s = report(path)
-    except ConfigError as e:
-        print(f"cofedmid: error: {e}", file=sys.stderr); sys.exit(2)
+    s = report(path)
     print(f"{Path(path)/'results.csv'} recomputed from the saved scores; {len(s)} summary rows in {Path(path)/'summary.csv'}")
     return s
 
 def _presets():
     "`cofedmid presets`: one line per preset — name, cells, what it runs, expected time."
-    from cofedmid.experiment import grid_cells
     print(f"{'preset':13}{'cells':>6}  {'expected time':26}what")
     for k, v in PRESETS.items():
         print(f"{k:13}{len(grid_cells(v['grid'])) if v['grid'] else 1:>6}  {v['time']:26}{v['about']}")
     print("\nrun one: cofedmid run --preset NAME [--out DIR] [--set field=value ...]; details: cofedmid run --help")
 
+def _diverged(out: Path, res: pd.DataFrame) -> list:
+    "`'<folder>: round r'` for each run of `res` (a run, or a sweep's cells) whose model diverged."
+    runs = [out] if 'cell' not in res else [out/'cells'/c for c in res.cell.unique()]
+    bad = [(r, diverged_round(json.loads((r/'history.json').read_text()))) for r in runs if (r/'history.json').is_file()]
+    return [f"{r}: round {k}" for r, k in bad if k is not None]
+
+# %% ../nbs/api/90_cli.ipynb #ee4a23a5
+def _experiment(a) -> tuple:
+    "`(results, out)` of `cofedmid run|sweep|evaluate`."
+    if a.command == 'evaluate': return rescore(a.dir, a.attacks, a.views, verbose=not a.quiet), Path(a.dir)
+    if not (a.preset or a.config) and a.resume and a.out and (Path(a.out)/'config.json').is_file():
+        a.config = str(Path(a.out)/'config.json')          # `cofedmid run --out RUN --resume`: the run's own config
+    if not (a.preset or a.config):
+        raise ConfigError("say what to run: --preset NAME (see `cofedmid presets`; `--preset quick` is the 5-minute demo) or --config FILE")
+    cfg, grid, name = _build(a)
+    if a.command == 'sweep' and not grid: raise ConfigError("sweep needs a grid: --grid field=v1,v2 (or a preset with one)")
+    out = Path(a.out or f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if not grid: return run_experiment(cfg, out, resume=a.resume, verbose=not a.quiet, engine=a.engine), out
+    if out.is_dir() and any(out.iterdir()) and not a.resume:
+        raise FileExistsError(f"output folder {out} exists and is not empty; resume it (--resume) or choose another --out")
+    try: return sweep(cfg, grid, out, verbose=not a.quiet, jobs=a.jobs, engine=a.engine), out
+    except KeyboardInterrupt: raise RunInterrupted(f"interrupted; the finished cells are kept: rerun the same command with --resume") from None
+
+def _dispatch(a) -> pd.DataFrame|None:
+    "Run the parsed command; returns the results table of `run`/`sweep`/`evaluate`."
+    if a.command == 'presets': return _presets()
+    if a.command == 'report': return _report(a.dir)
+    res, out = _experiment(a)
+    _print_summary(res, out)
+    if bad := _diverged(out, res):
+        print(f"cofedmid: the model diverged ({'; '.join(bad)}): those metrics are NaN; lower lr or the defense's knob", file=sys.stderr)
+        sys.exit(3)
+    return res
+
+# %% ../nbs/api/90_cli.ipynb #f1b0cf36
 def main(argv: list|None = None # command-line arguments (default `sys.argv[1:]`)
         ):
     "Entry point of the `cofedmid` console script."
     cli(argv)
 
+def _fail(msg, status: int = 2):
+    print(f"cofedmid: {'' if status == 130 else 'error: '}{msg}", file=sys.stderr); sys.exit(status)
+
 def cli(argv: list|None = None # command-line arguments
        ) -> pd.DataFrame|None:
-    "Run the command line `argv`; returns the results table of `run`/`sweep`."
+    "Run the command line `argv`; returns the results table of `run`/`sweep`/`evaluate`; user errors exit with one line."
     a = _parser().parse_args(argv)
-    if a.command == 'presets': return _presets()
-    if a.command in ('run', 'sweep') and not (a.preset or a.config):
-        print("cofedmid: error: say what to run: --preset NAME (see `cofedmid presets`; `--preset quick` is the "
-              "5-minute demo) or --config FILE", file=sys.stderr); sys.exit(2)
-    if a.command == 'report': return _report(a.dir)
-    try:
-        cfg, grid, name = _build(a)
-        if a.command == 'sweep' and not grid: raise ConfigError("sweep needs a grid: --grid field=v1,v2 (or a preset with one)")
-        out = Path(a.out or f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}")
-        if grid:
-            if out.exists() and any(out.iterdir()) and not a.resume:
-                raise FileExistsError(f"output folder {out} exists and is not empty; resume it (--resume) or choose another --out")
-            res = sweep(cfg, grid, out, verbose=not a.quiet, jobs=a.jobs, engine=a.engine)
-        else: res = run_experiment(cfg, out, resume=a.resume, verbose=not a.quiet, engine=a.engine)
-    except (ConfigError, DataError, FileExistsError, SweepError) as e:
-        print(f"cofedmid: error: {e}", file=sys.stderr); sys.exit(2)
+    try: return _dispatch(a)
+    except KeyboardInterrupt as e: _fail(str(e) or 'interrupted; rerun the same command with --resume to continue', 130)
+    except BusyError as e: _fail(e, 4)
+    except (ConfigError, DataError, FileExistsError, SweepError, CheckpointError) as e: _fail(e)
+    except OSError as e: _fail(f"{e.strerror or e}: {e.filename}" if getattr(e, 'filename', None) else e)
     except ImportError as e:
-        if a.engine != 'flower': raise
-        print(f"cofedmid: error: {e}", file=sys.stderr); sys.exit(2)
-    _print_summary(res, out)
-    return res
+        if getattr(a, 'engine', None) != 'flower': raise
+        _fail(e)

@@ -4,13 +4,14 @@
 
 # %% ../nbs/api/00_core.ipynb #2bf2ebe3
 from __future__ import annotations
-import os, random, tempfile, contextlib, hashlib
+import os, io, json, random, tempfile, contextlib, hashlib
 from pathlib import Path
 import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['seed_everything', 'rng', 'torch_rng', 'get_device', 'cache_dir', 'atomic_path']
+__all__ = ['seed_everything', 'rng', 'torch_rng', 'get_device', 'cache_dir', 'atomic_path', 'remove_stale_tmp', 'CheckpointError',
+           'save_state', 'load_state', 'BusyError', 'folder_lock']
 
 # %% ../nbs/api/00_core.ipynb #0663b693
 def seed_everything(seed: int # the one seed of the run
@@ -66,17 +67,106 @@ def cache_dir(path: str|Path|None = None # explicit directory; overrides the env
     return path
 
 # %% ../nbs/api/00_core.ipynb #37b17aaa
+def _umask() -> int:
+    "The process's umask (read without changing it for longer than two calls)."
+    m = os.umask(0o022); os.umask(m)
+    return m
+
 @contextlib.contextmanager
 def atomic_path(dest: str|Path # the final file name
                ):
-    "Yield a temporary path next to `dest`; on success rename it to `dest`, on error delete it."
+    "Yield a temporary path next to `dest`; on success rename it to `dest` (mode as `open` would give it), on error delete it."
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f'.{dest.name}.', suffix='.tmp')
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())           # mkstemp makes 0600: others could not read a shared run or cache
         os.replace(tmp, dest)
     except BaseException:
         with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
         raise
+
+# %% ../nbs/api/00_core.ipynb #95d0b5d4
+def remove_stale_tmp(folder: str|Path # a folder written with `atomic_path`
+                    ) -> list:
+    "Delete the temporary files `atomic_path` left in `folder` when a process was killed mid-write; returns their names."
+    gone = []
+    for p in Path(folder).glob('.*.tmp'):
+        with contextlib.suppress(FileNotFoundError): p.unlink(); gone.append(p.name)
+    return sorted(gone)
+
+# %% ../nbs/api/00_core.ipynb #0faa26e7
+class CheckpointError(ValueError):
+    "A file that is not a readable cofedmid state: names it and what to do."
+
+_STATE_FORMAT = 'cofedmid-state/1'
+
+# %% ../nbs/api/00_core.ipynb #20aa0107
+def _pack(o, tensors: list):
+    "`o` as a JSON-able tree; its tensors and arrays go to `tensors` (the tree holds their index)."
+    if o is None or isinstance(o, (bool, int, float, str)): return o
+    if isinstance(o, (np.bool_, np.integer, np.floating)): return o.item()
+    if isinstance(o, (torch.Tensor, np.ndarray)):
+        if isinstance(o, np.ndarray) and not (o.dtype.kind in 'biuf' or o.dtype == np.bool_):
+            raise TypeError(f"cannot checkpoint an array of dtype {o.dtype}: only numbers and booleans")
+        tensors.append(o.detach().cpu() if isinstance(o, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(o)))
+        return {'$tensor' if isinstance(o, torch.Tensor) else '$array': len(tensors) - 1}
+    if isinstance(o, bytes): return {'$bytes': o.hex()}
+    if isinstance(o, list): return [_pack(v, tensors) for v in o]
+    if isinstance(o, tuple): return {'$tuple': [_pack(v, tensors) for v in o]}
+    if isinstance(o, dict): return {'$dict': [[_pack(k, tensors), _pack(v, tensors)] for k, v in o.items()]}
+    raise TypeError(f"cannot checkpoint a {type(o).__name__}: a state holds only plain data, tensors and arrays")
+
+def _unpack(t, tensors: list):
+    "Invert `_pack`."
+    if isinstance(t, list): return [_unpack(v, tensors) for v in t]
+    if not isinstance(t, dict): return t
+    (kind, v), = t.items()
+    if kind == '$tensor': return tensors[v]
+    if kind == '$array': return tensors[v].numpy()
+    if kind == '$bytes': return bytes.fromhex(v)
+    if kind == '$tuple': return tuple(_unpack(x, tensors) for x in v)
+    return {_unpack(k, tensors): _unpack(x, tensors) for k, x in v}
+
+# %% ../nbs/api/00_core.ipynb #15c63b75
+def save_state(state, # plain data, tensors and NumPy arrays (nested dicts, lists, tuples)
+               path: str|Path # where to write (atomically)
+              ):
+    "Write `state` in the format `load_state` reads with `torch.load(weights_only=True)`."
+    tensors = []
+    tree = json.dumps(_pack(state, tensors))
+    with atomic_path(path) as tmp: torch.save({'format': _STATE_FORMAT, 'tree': tree, 'tensors': tensors}, tmp)
+
+def load_state(path: str|Path # a file written by `save_state`
+              ):
+    "Read a state written by `save_state`, never unpickling anything but tensors; anything else raises `CheckpointError`."
+    try: d = torch.load(path, weights_only=True, map_location='cpu')
+    except Exception as e:
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0][:120]
+        raise CheckpointError(f"{path} is not a readable cofedmid checkpoint ({why}); delete it to start the run over") from None
+    if not (isinstance(d, dict) and d.get('format') == _STATE_FORMAT):
+        raise CheckpointError(f"{path} is not a cofedmid checkpoint (format {_STATE_FORMAT}); delete it to start the run over")
+    return _unpack(json.loads(d['tree']), d['tensors'])
+
+# %% ../nbs/api/00_core.ipynb #da9d1bbb
+class BusyError(RuntimeError):
+    "Another process holds the folder: names it and what to do."
+
+@contextlib.contextmanager
+def folder_lock(folder: str|Path, # the folder to hold (created if missing)
+                wait: bool = False, # wait for the holder to finish instead of raising `BusyError`
+                name: str = '.lock' # the lock file in `folder` (different names are independent locks)
+               ):
+    "Hold an exclusive lock on `folder` for the block (a no-op where `fcntl` is missing, e.g. Windows)."
+    try: import fcntl
+    except ImportError: yield; return
+    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
+    with open(folder/name, 'a+') as f:
+        try: fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            f.seek(0); pid = f.read().strip() or '?'
+            raise BusyError(f"{folder} is in use by another process (pid {pid}); wait for it to finish or choose another --out") from None
+        f.seek(0); f.truncate(); f.write(str(os.getpid())); f.flush()
+        yield                                           # closing the file releases the lock

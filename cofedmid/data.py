@@ -4,7 +4,7 @@
 
 # %% ../nbs/api/01_data.ipynb #8c62f065
 from __future__ import annotations
-import os, io, re, json, tarfile, zipfile, hashlib, shutil, socket, tempfile, warnings, zlib
+import os, io, re, json, contextlib, tarfile, zipfile, hashlib, shutil, socket, tempfile, warnings, zlib
 from dataclasses import dataclass
 from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +17,7 @@ from .core import cache_dir, atomic_path, rng
 
 # %% auto #0
 __all__ = ['NORM_STATS', 'DATASETS', 'ImageData', 'synthetic_dataset', 'channel_stats', 'to_float', 'random_crop_flip',
-           'DataError', 'sha256sum', 'load_dataset', 'show_images']
+           'DataError', 'split_sizes', 'sha256sum', 'load_dataset', 'show_images']
 
 # %% ../nbs/api/01_data.ipynb #699046b4
 @dataclass
@@ -124,6 +124,22 @@ _CACHE_VERSION = 1
 class DataError(ValueError):
     "A dataset could not be loaded; the message says why and how to fix it."
 
+# %% ../nbs/api/01_data.ipynb #37c44020
+def split_sizes(name: str, # one of `DATASETS`
+                **synthetic # arguments of `synthetic_dataset` (name `'synthetic'` only)
+               ) -> tuple:
+    "`(train, test)` image counts of dataset `name`, without loading it (bad synthetic arguments raise `DataError`)."
+    if name == 'synthetic':
+        import inspect
+        sig = inspect.signature(synthetic_dataset)
+        try: b = sig.bind(**synthetic)
+        except TypeError as e: raise DataError(f"synthetic: {e}; its arguments are {', '.join(sig.parameters)}") from None
+        b.apply_defaults()
+        return b.arguments['n_train'], b.arguments['n_test']
+    if name not in _SPECS: raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    s = _SPECS[name]
+    return s['n_classes']*s['per_class'][0], s['n_classes']*s['per_class'][1]
+
 # %% ../nbs/api/01_data.ipynb #ae457749
 def sha256sum(path: str|Path # file to hash
              ) -> str:
@@ -216,24 +232,49 @@ def _from_torchvision(name: str, root: Path, download: bool) -> tuple:
     return ((tr.data, np.array(tr.targets)), (te.data, np.array(te.targets))), list(tr.classes)
 
 # %% ../nbs/api/01_data.ipynb #31789e31
-def _cache_file(name: str, kind: str, cache) -> Path:
-    return cache_dir(cache)/f'{name}-{kind}-v{_CACHE_VERSION}.npz'
+def _private_cache() -> Path:
+    "A per-user cache folder in the temporary directory: where caches go when the shared one is read-only."
+    import getpass
+    with contextlib.suppress(Exception): return Path(tempfile.gettempdir())/f'cofedmid-cache-{getpass.getuser()}'
+    return Path(tempfile.gettempdir())/'cofedmid-cache'
 
-def _save_cache(path: Path, train, test, classes):
-    with atomic_path(path) as tmp:
-        with open(tmp, 'wb') as f:
-            np.savez(f, x_train=train[0], y_train=train[1], x_test=test[0], y_test=test[1],
-                     classes=np.array(json.dumps(list(classes))))
+def _cache_files(name: str, kind: str, cache) -> list:
+    "Where the decoded copy of `name` from source `kind` may be: the cache folder, then the private fallback."
+    fname = f'{name}-{kind}-v{_CACHE_VERSION}.npz'
+    try: first = [cache_dir(cache)/fname]
+    except OSError: first = []                          # the cache folder cannot even be created
+    return first + [_private_cache()/fname]
 
-def _load_cache(path: Path) -> tuple|None:
-    "Read a cache file; `None` (with a warning) if it is unreadable, so that it gets rebuilt."
+def _save_cache(name: str, kind: str, cache, train, test, classes):
+    "Write the decoded arrays to the cache, or (read-only cache) to the private fallback; never fail the load."
+    for path in _cache_files(name, kind, cache):
+        try:
+            with atomic_path(path) as tmp, open(tmp, 'wb') as f:
+                np.savez(f, x_train=train[0], y_train=train[1], x_test=test[0], y_test=test[1],
+                         classes=np.array(json.dumps(list(classes))))
+            return path
+        except OSError as e: warnings.warn(f"cannot write the cache {path} ({e.strerror or e}); trying {_private_cache()}")
+
+# %% ../nbs/api/01_data.ipynb #75dc251f
+def _check_cached(name: str, train: tuple, test: tuple, classes: list):
+    "Raise `DataError` unless cached arrays are images with one label each, labels name classes, and the counts are right."
+    for split, (x, y) in (('train', train), ('test', test)):
+        if x.ndim != 4 or x.dtype != np.uint8 or y.ndim != 1 or len(x) != len(y):
+            raise DataError(f"{split}: {x.shape} {x.dtype} images with {y.shape} labels")
+        if len(y) and not (0 <= y.min() and y.max() < len(classes)): raise DataError(f"{split}: labels outside 0..{len(classes) - 1}")
+    if train[0].shape[1:] != test[0].shape[1:]: raise DataError(f"train images {train[0].shape[1:]} vs test {test[0].shape[1:]}")
+    _check_counts(name, classes, train[1], test[1], _SPECS[name]['n_classes'], _SPECS[name]['per_class'])
+
+def _load_cache(path: Path, name: str) -> tuple|None:
+    "Read and check a cache file; `None` (with a warning) if it is unreadable or fails the checks, so that it gets rebuilt."
     try:
-        with np.load(path) as z:
+        with np.load(path, allow_pickle=False) as z:
             train, test = (z['x_train'], z['y_train']), (z['x_test'], z['y_test'])
             classes = json.loads(str(z['classes']))
+        _check_cached(name, train, test, classes)
         return train, test, classes
     except Exception as e:
-        warnings.warn(f"ignoring unreadable cache file {path} ({e!r}); rebuilding it")
+        warnings.warn(f"ignoring the cache file {path} ({str(e)[:200] or type(e).__name__}); rebuilding it")
         return None
 
 # %% ../nbs/api/01_data.ipynb #d700df38
@@ -255,8 +296,8 @@ def _load_arrays(name: str, data_dir, cache, download: bool, verify: bool, progr
         kinds = [source[0]]
     else: kinds = ['archive', 'torchvision', 'folder', 'download']
     for kind in kinds:  # a decoded copy in the cache wins
-        f = _cache_file(name, kind, cache)
-        if f.is_file() and (res := _load_cache(f)) is not None: return (*res, f'cache ({kind})')
+        for f in _cache_files(name, kind, cache):
+            if f.is_file() and (res := _load_cache(f, name)) is not None: return (*res, f'cache ({kind})')
     if source is None:
         if not download:
             where = f"in {d}" if d is not None else "(no data_dir given, COFEDMID_DATA is not set, nothing cached)"
@@ -271,7 +312,7 @@ def _load_arrays(name: str, data_dir, cache, download: bool, verify: bool, progr
     elif kind == 'folder': (train, test), classes = _read_tiny(path, progress)
     else: (train, test), classes = _download(name, cache, progress)
     _check_counts(name, classes, train[1], test[1], spec['n_classes'], spec['per_class'])
-    _save_cache(_cache_file(name, kind, cache), train, test, classes)
+    _save_cache(name, kind, cache, train, test, classes)
     return train, test, classes, f'{kind} {path}' if path is not None else kind
 
 # %% ../nbs/api/01_data.ipynb #dc17ba29

@@ -4,7 +4,7 @@
 
 # %% ../nbs/api/10_experiment.ipynb #5add53c3
 from __future__ import annotations
-import copy, json, math, os, re, sys, time, itertools, contextlib, multiprocessing, concurrent.futures
+import copy, json, math, os, re, shutil, sys, threading, time, itertools, contextlib, multiprocessing, concurrent.futures
 from dataclasses import dataclass, field, asdict, fields, replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import torch
 from scipy.stats import t as student_t
-from .core import seed_everything, atomic_path
-from .data import load_dataset, DATASETS
+from .core import seed_everything, atomic_path, save_state, load_state, folder_lock, remove_stale_tmp, BusyError, CheckpointError
+from .data import load_dataset, DATASETS, DataError, split_sizes
 from .models import MODELS
 from fastcore.basics import patch
 from .partition import Federation, CandidatePool, save_layout, pick_clients
@@ -22,8 +22,9 @@ from .trajectory import TrajectoryRecorder, Trajectory, ADAPTIVE_VIEWS
 from .defenses import _last_log
 
 # %% auto #0
-__all__ = ['PRESETS', 'ExperimentConfig', 'ConfigError', 'load_config', 'run_experiment', 'cell_name', 'grid_cells', 'SweepError',
-           'sweep', 'preset', 'mean_ci', 'summarize', 'strongest', 'summary', 'report', 'load_results']
+__all__ = ['PRESETS', 'ExperimentConfig', 'ConfigError', 'RunInterrupted', 'load_config', 'diverged_round', 'run_experiment',
+           'rescore', 'cell_name', 'grid_cells', 'SweepError', 'sweep', 'preset', 'mean_ci', 'summarize', 'strongest',
+           'summary', 'report', 'load_results']
 
 # %% ../nbs/api/10_experiment.ipynb #d86db669
 _NO_DEFENSE = 'none'
@@ -91,10 +92,59 @@ def _positive(name, value, none_ok=False, zero_ok=False):
     if not ok: raise ConfigError(f"{name}={value!r} must be a {'non-negative' if zero_ok else 'positive'} integer"
                                  f"{' or null' if none_ok else ''}")
 
+class RunInterrupted(KeyboardInterrupt):
+    "Ctrl-C during a run: the message says after which round, and how to resume."
+
+# %% ../nbs/api/10_experiment.ipynb #e57c1a70
+_KINDS = {'int': 'an integer', 'float': 'a finite number', 'bool': 'true or false', 'str': 'a string', 'list': 'a list',
+          'dict': 'a mapping', 'None': 'null'}
+
+def _is(kind: str, v) -> bool:
+    "Whether `v` has config type `kind` (booleans are not numbers; floats must be finite)."
+    if kind == 'None': return v is None
+    if kind == 'bool': return isinstance(v, (bool, np.bool_))
+    if isinstance(v, (bool, np.bool_)): return False
+    if kind == 'int': return isinstance(v, (int, np.integer))
+    if kind == 'float': return isinstance(v, (int, float, np.integer, np.floating)) and math.isfinite(v)
+    return isinstance(v, {'str': str, 'list': (list, tuple), 'dict': dict}[kind])
+
+def _check_types(cfg: ExperimentConfig):
+    "Raise `ConfigError` for the first field whose value does not have its declared type (ids in lists: integers)."
+    for f in fields(cfg):
+        kinds, v = [k.strip() for k in str(f.type).split('|')], getattr(cfg, f.name)
+        if not any(_is(k, v) for k in kinds): raise ConfigError(f"{f.name}={v!r} must be {' or '.join(_KINDS[k] for k in kinds)}")
+    for name in ('defended', 'targets'):
+        v = getattr(cfg, name)
+        if isinstance(v, (list, tuple)) and not all(_is('int', x) for x in v):
+            raise ConfigError(f"{name}={v!r}: client ids must be integers")
+
+# %% ../nbs/api/10_experiment.ipynb #6dd042c5
+def _check_sizes(cfg: ExperimentConfig):
+    "Raise `ConfigError` unless the clients, OFL pool and validation split fit in the dataset's training split."
+    if cfg.synthetic and cfg.dataset != 'synthetic': raise ConfigError(f"synthetic={cfg.synthetic!r} needs dataset 'synthetic'")
+    try: n_train = split_sizes(cfg.dataset, **cfg.synthetic)[0]
+    except DataError as e: raise ConfigError(str(e)) from None
+    per = cfg.per_client or 1
+    need = cfg.n_clients*per + cfg.n_ofl + cfg.n_val
+    if need > n_train:
+        raise ConfigError(f"{cfg.n_clients} clients x {per} images + n_ofl={cfg.n_ofl} + n_val={cfg.n_val} = {need} images, but the "
+                          f"{cfg.dataset} training split has {n_train}: lower n_clients, per_client, n_ofl or n_val")
+
+def _check_attacks(cfg: ExperimentConfig):
+    "Raise `ConfigError` for a named attack this federation or recording cannot support."
+    from cofedmid.attacks import ATTACKS
+    for a in cfg.attacks or []:
+        if ATTACKS[a].min_clients > cfg.n_clients:
+            raise ConfigError(f"attack {a!r} needs at least {ATTACKS[a].min_clients} clients (the target and its references); "
+                              f"n_clients={cfg.n_clients}: add clients or drop it from attacks")
+        if ATTACKS[a].needs_grad and not cfg.grad_signals:
+            raise ConfigError(f"attack {a!r} needs the gradient signals: set grad_signals=true or drop it from attacks")
+
 # %% ../nbs/api/10_experiment.ipynb #ead76d1a
 @patch
 def check(self: ExperimentConfig) -> ExperimentConfig:
     "Validate every field, raising `ConfigError` naming the first bad one; returns `self`."
+    _check_types(self)
     _one_of('dataset', self.dataset, DATASETS)
     _one_of('model', self.model, list(MODELS))
     _one_of('partition', self.partition, ('iid', 'dirichlet'))
@@ -121,6 +171,7 @@ def check(self: ExperimentConfig) -> ExperimentConfig:
     except ValueError as e: raise ConfigError(str(e).replace('FLConfig.', '')) from None
     self.defended_clients()
     self.build_defenses()
+    _check_sizes(self); _check_attacks(self)
     return self
 
 # %% ../nbs/api/10_experiment.ipynb #e75042df
@@ -186,10 +237,11 @@ def _config_fields(path: str|Path) -> dict:
     path = Path(path)
     if not path.is_file(): raise ConfigError(f"config file {path} does not exist")
     text = path.read_text()
-    if path.suffix in ('.yaml', '.yml'):
-        import yaml
-        d = yaml.safe_load(text) or {}
-    else: d = json.loads(text)
+    import yaml
+    try: d = (yaml.safe_load(text) or {}) if path.suffix in ('.yaml', '.yml') else json.loads(text)
+    except (yaml.YAMLError, json.JSONDecodeError) as e:
+        why = ' '.join(str(e).split())[:160]
+        raise ConfigError(f"{path} is not valid {'YAML' if path.suffix in ('.yaml', '.yml') else 'JSON'} ({why}): fix it or rerun without it") from None
     if not isinstance(d, dict): raise ConfigError(f"{path} must hold a mapping of config fields")
     ExperimentConfig.from_dict(d)
     return d
@@ -220,21 +272,31 @@ def _write_json(path, obj):
 def _write_csv(path, df):
     with atomic_path(path) as tmp: df.to_csv(tmp, index=False)
 
+_SCORING = ('attacks', 'views', 'targets', 'target', 'device')   # fields that do not change the training
+
+def _is_tmp(p: Path) -> bool: return p.name.startswith('.') and p.name.endswith('.tmp')
+
 def _check_out(cfg: ExperimentConfig, out: Path, resume: bool):
-    "Refuse to overwrite a non-empty folder; on resume, refuse a folder made by a different config."
-    if not (out.exists() and any(out.iterdir())): return
+    "Refuse a file, a sweep folder, a non-empty folder (unless resuming); on resume, a folder that trained another config."
+    if out.exists() and not out.is_dir(): raise ConfigError(f"--out {out} is a file, not a folder")
+    if (out/'cells').is_dir(): raise ConfigError(f"{out} is a sweep folder (it has cells/): give a single run its own --out")
+    if not (out.exists() and any(p.name != '.lock' and not _is_tmp(p) for p in out.iterdir())): return
     if not resume: raise FileExistsError(f"output folder {out} exists and is not empty; resume it (--resume) or choose another --out")
     old = out/'config.json'
     if not old.is_file(): raise FileExistsError(f"output folder {out} is not empty and holds no config.json: not a cofedmid run")
-    a, b = load_config(old).to_dict(), cfg.to_dict()
-    diff = [k for k in b if k != 'device' and a.get(k) != b[k] and not (k == 'threads' and a[k] is None)]
+    try: a = load_config(old).to_dict()
+    except (ConfigError, TypeError) as e: raise ConfigError(f"cannot resume {out}: {e}") from None
+    b = cfg.to_dict()
+    diff = [k for k in b if k not in _SCORING and a.get(k) != b[k] and not (k == 'threads' and a[k] is None)]
     if diff: raise ConfigError(f"cannot resume {out}: its config differs in {diff}")
 
 def _resolve_threads(cfg: ExperimentConfig, out: Path, resume: bool) -> ExperimentConfig:
     "`cfg` with `threads` set: as given, else as recorded in `out/config.json` (on resume), else torch's current count."
     if cfg.threads is not None: return cfg
     old = out/'config.json'
-    t = json.loads(old.read_text()).get('threads') if resume and old.is_file() else None
+    t = None
+    if resume and old.is_file():
+        with contextlib.suppress(ValueError, AttributeError): t = json.loads(old.read_text()).get('threads')   # unreadable: `_check_out` says so
     return replace(cfg, threads=t or torch.get_num_threads())
 
 @contextlib.contextmanager
@@ -262,8 +324,9 @@ def _layout(cfg: ExperimentConfig) -> tuple:
     "`(data, federation)` of `cfg`, seeded: what every engine and every client rebuilds identically."
     seed_everything(cfg.seed)
     data = _data(cfg)
-    return data, Federation.split(data.y_train.numpy(), cfg.n_clients, cfg.partition, cfg.beta, cfg.per_client,
-                                  cfg.n_ofl, cfg.n_val, cfg.seed)
+    try: return data, Federation.split(data.y_train.numpy(), cfg.n_clients, cfg.partition, cfg.beta, cfg.per_client,
+                                       cfg.n_ofl, cfg.n_val, cfg.seed)
+    except ValueError as e: raise ConfigError(f"the federation does not fit the data: {e}") from None
 
 # %% ../nbs/api/10_experiment.ipynb #fe454951
 def _defense_info(defenses: list) -> dict:
@@ -304,33 +367,43 @@ def _sweep_table(frames: list) -> pd.DataFrame:
         'cell', kind='stable', ignore_index=True)
 
 # %% ../nbs/api/10_experiment.ipynb #3a76559c
-def _train(cfg: ExperimentConfig, out: Path, resume: bool, log, eng) -> tuple:
-    "Build, (resume,) train and record the federation of `cfg`; saves the layout, trajectory and history; returns the trajectory."
-    data, fed = _layout(cfg)
+def _train_rounds(sim, cfg: ExperimentConfig, out: Path, log):
+    "Run the remaining rounds one at a time (a checkpoint after each), logging each; say so once the model diverges."
+    for r in range(sim.round + 1, cfg.rounds + 1):
+        row = sim.run(out, rounds=r)[-1]
+        acc = f"test acc {row['test_acc']:.3f}" if 'test_acc' in row else ''
+        bad = '' if math.isfinite(row['train_loss']) else '  (non-finite: the model diverged)'
+        log(f"round {r:>3}/{cfg.rounds}  train loss {row['train_loss']:.3f}  {acc}  {row['seconds']:.1f} s{bad}")
+
+def _simulator(cfg: ExperimentConfig, out: Path, resume: bool, log, eng, data, fed) -> tuple:
+    "`(simulator, recorder)` of `cfg`, restored from `out/checkpoint.pt` on resume; saves the layout."
     pool = CandidatePool.make(fed, cfg.members_per_client, seed=cfg.seed)
     save_layout(out/'layout.npz', fed, pool)
-    defended, target = cfg.defended_clients(), cfg.target_client()
     from cofedmid.adaptive import AdaptiveRecorder
     rec = (AdaptiveRecorder if cfg.adaptive else TrajectoryRecorder)(pool, cfg.record_every, cfg.grad_signals, grad_every=cfg.grad_every)
     sim = eng.make_sim(cfg, data, fed, [rec]) if eng else FedAvg(data, fed, cfg.model, cfg.fl_config(), cfg.build_defenses(), [rec])
-    ck = out/'checkpoint.pt'
-    if resume and ck.is_file():
-        sim.load_state_dict(torch.load(ck, weights_only=False, map_location='cpu'))
+    if resume and (out/'checkpoint.pt').is_file():
+        sim.load_state_dict(load_state(out/'checkpoint.pt'))
         log(f"resumed {out} after round {sim.round}")
+    return sim, rec
+
+def _train(cfg: ExperimentConfig, out: Path, resume: bool, log, eng, data, fed) -> Trajectory:
+    "Train and record `cfg` (or, on resume, load the trajectory of a finished training); saves layout, history, trajectory."
+    if resume and (out/'trajectory.npz').is_file():              # written last: the training is complete
+        log(f"training finished earlier: scoring {out/'trajectory.npz'}"); return Trajectory.load(out/'trajectory.npz')
+    sim, rec = _simulator(cfg, out, resume, log, eng, data, fed)
+    defended = cfg.defended_clients() if cfg.defense != _NO_DEFENSE else '-'
     log(f"{data}\n{cfg.n_clients} clients x {fed.sizes.min()}-{fed.sizes.max()} images, {cfg.model}, {cfg.rounds} rounds, "
-        f"E={cfg.local_epochs}, defense {cfg.defense} on clients {defended if cfg.defense != _NO_DEFENSE else '-'}, "
-        f"targets {cfg.targets}, {len(pool)} candidates, device {sim.device}, {cfg.threads} thread(s)")
-    def train():
-        for r in range(sim.round + 1, cfg.rounds + 1):
-            row = sim.run(out, rounds=r)[-1]
-            acc = f"test acc {row['test_acc']:.3f}" if 'test_acc' in row else ''
-            bad = '' if math.isfinite(row['train_loss']) else '  (non-finite: the model diverged)'
-            log(f"round {r:>3}/{cfg.rounds}  train loss {row['train_loss']:.3f}  {acc}  {row['seconds']:.1f} s{bad}")
-    if eng: eng.run(sim, train)
-    else: train()
-    rec.traj.save(out/'trajectory.npz')
+        f"E={cfg.local_epochs}, defense {cfg.defense} on clients {defended}, targets {cfg.targets}, {len(rec.pool)} candidates, "
+        f"device {sim.device}, {cfg.threads} thread(s)")
+    if cfg.client_fraction < 1: log("client sampling: an attack on a round its target skipped is skipped (and logged)")
+    body = lambda: _train_rounds(sim, cfg, out, log)
+    try: eng.run(sim, body) if eng else body()
+    except KeyboardInterrupt:
+        raise RunInterrupted(f"interrupted after round {sim.round}; resume with: cofedmid run --out {out} --resume") from None
     _write_json(out/'history.json', sim.history)
     if cfg.adaptive: _write_json(out/'adaptive.json', _identification(cfg, rec.found))
+    rec.traj.save(out/'trajectory.npz')
     return rec.traj
 
 def _identification(cfg: ExperimentConfig, found: dict) -> list:
@@ -338,14 +411,21 @@ def _identification(cfg: ExperimentConfig, found: dict) -> list:
     from cofedmid.adaptive import identification
     return identification(found, cfg.defended_clients() if cfg.defense == 'cofedmid' else [])
 
+def diverged_round(history: list # a run's history (`history.json`)
+                  ) -> int|None:
+    "The first round whose training loss is not finite (the model diverged), else `None`."
+    return next((h['round'] for h in history if not math.isfinite(h['train_loss'])), None)
+
 # %% ../nbs/api/10_experiment.ipynb #fb81483e
-def _score_run(cfg: ExperimentConfig, traj: Trajectory) -> dict:
-    "`{target: {'attack:view': scores}}` of every attacked client, rounded as `save_scores` stores them."
-    from cofedmid.attacks import score_attacks, scores_as_stored
-    coalition = cfg.defended_clients()
+def _score_run(cfg: ExperimentConfig, traj: Trajectory, log=print) -> dict:
+    "`{target: {'attack:view': scores}}` of every attacked client, rounded as `save_scores` stores them; skipped attacks are logged."
+    from cofedmid.attacks import score_attacks, scores_as_stored, ATTACKS
+    coalition, views = cfg.defended_clients(), cfg.views + (list(ADAPTIVE_VIEWS) if cfg.adaptive else [])
     out = {}
     for t in cfg.attacked_clients():
-        s, _ = score_attacks(traj, t, cfg.attacks, cfg.views + (list(ADAPTIVE_VIEWS) if cfg.adaptive else []), coalition=coalition or None)
+        s, notes = score_attacks(traj, t, cfg.attacks, views, coalition=coalition or None, skip_unavailable=True)
+        for n in notes:                                  # not the attack's view rule: the trajectory could not support it
+            if not n.endswith(f"({ATTACKS[n.split(':')[0]].threat})"): log(f"target {t}: {n}")
         out[t] = {k: scores_as_stored(v) for k, v in s.items()}
     return out
 
@@ -368,36 +448,74 @@ def _roc_png(traj: Trajectory, cfg: ExperimentConfig, scores: dict, path: Path, 
         fig.tight_layout(); fig.savefig(path); plt.close(fig)
 
 # %% ../nbs/api/10_experiment.ipynb #5f595f86
+def _same_scoring(cfg: ExperimentConfig, out: Path) -> bool:
+    "Whether the finished run in `out` was scored with the attacks, views and targets `cfg` asks for."
+    old = load_config(out/'config.json').to_dict()
+    return all(old[k] == v for k, v in cfg.to_dict().items() if k in _SCORING and k != 'device')
+
+def _finish(cfg: ExperimentConfig, out: Path, traj: Trajectory, scores: dict, log) -> pd.DataFrame:
+    "Write the scores, the results table and the ROC plot of a scored run; returns the table as stored."
+    from cofedmid.attacks import save_scores
+    save_scores(out/'scores.npz', traj, scores)
+    hist = _read_history(out)
+    res = _results_table(cfg, traj, scores, hist)                   # what `report` rebuilds from the files
+    _write_csv(out/'results.csv', res)
+    _roc_png(traj, cfg, scores.get(cfg.target_client(), {}), out/'roc.png')
+    if (r := diverged_round(hist)) is not None:
+        log(f"the model diverged in round {r} (non-finite training loss): its attack metrics are NaN; lower lr (now {cfg.lr}) "
+            f"or the defense's knob")
+    return pd.read_csv(out/'results.csv')                          # exactly what a resumed (finished) run returns
+
+def _run_locked(cfg: ExperimentConfig, out: Path, resume: bool, verbose: bool, eng, prefix: str) -> pd.DataFrame:
+    "`run_experiment` once it holds the folder's lock."
+    cfg = _resolve_threads(cfg, out, resume)
+    _check_out(cfg, out, resume)
+    remove_stale_tmp(out)                                          # what a killed writer left
+    if resume and (out/'results.csv').is_file() and _same_scoring(cfg, out): return pd.read_csv(out/'results.csv')
+    with _torch_threads(cfg.threads): data, fed = _layout(cfg)     # a federation that does not fit fails before any file
+    cfg.save(out/'config.json')
+    log, t0 = _Log(out/'log.txt', verbose, prefix), time.perf_counter()
+    with _torch_threads(cfg.threads):
+        traj = _train(cfg, out, resume, log, eng, data, fed)
+        t1 = time.perf_counter()
+        scores = _score_run(cfg, traj, log)
+    res = _finish(cfg, out, traj, scores, log)
+    log(f"done in {time.perf_counter() - t0:.0f} s (attacks {time.perf_counter() - t1:.0f} s, {len(scores)} targets): "
+        f"test accuracy {res.test_acc.iloc[0]:.3f}; results in {out}/results.csv\n"
+        f"rerun: cofedmid run --config {out}/config.json --out NEW_FOLDER\nrecompute the tables: cofedmid report {out}")
+    return res
+
 def run_experiment(cfg: ExperimentConfig, # the experiment
                    out: str|Path, # output folder (created; must be empty unless `resume`)
-                   resume: bool = False, # continue an interrupted run in `out` (or return its finished results)
+                   resume: bool = False, # continue an interrupted run in `out`, re-score a finished one with other attacks, or return its results
                    verbose: bool = True, # print progress (always written to `log.txt`)
                    engine='inprocess', # `'inprocess'`, `'flower'` (Flower's simulation engine) or an engine object
                    prefix: str = '' # put before every printed line (a sweep's parallel cells: the cell's name)
                   ) -> pd.DataFrame:
-    "Train, record, attack every target and write every artefact of `cfg` into `out`; returns the results table."
-    cfg.check()
-    eng = _engine(engine)                      # a missing Flower extra fails here, before anything is written
+    "Train, record, attack every target and write every artefact of `cfg` into `out` (one process at a time); returns the results table."
+    eng = _engine(engine)                      # a bad engine or a missing Flower extra fails first ...
+    cfg.check()                                # ... then every config problem, before any file is written
     out = Path(out)
-    cfg = _resolve_threads(cfg, out, resume)
-    _check_out(cfg, out, resume)
-    if resume and (out/'results.csv').is_file(): return pd.read_csv(out/'results.csv')
-    out.mkdir(parents=True, exist_ok=True)
-    cfg.save(out/'config.json')
-    log, t0 = _Log(out/'log.txt', verbose, prefix), time.perf_counter()
-    with _torch_threads(cfg.threads):
-        traj = _train(cfg, out, resume, log, eng)
-        t1 = time.perf_counter()
-        scores = _score_run(cfg, traj)
-    from cofedmid.attacks import save_scores
-    save_scores(out/'scores.npz', traj, scores)
-    res = _results_table(cfg, traj, scores, _read_history(out))     # what `report` rebuilds from the files
-    _write_csv(out/'results.csv', res)
-    _roc_png(traj, cfg, scores.get(cfg.target_client(), {}), out/'roc.png')
-    log(f"done in {time.perf_counter() - t0:.0f} s (attacks {time.perf_counter() - t1:.0f} s, {len(scores)} targets): "
-        f"test accuracy {res.test_acc.iloc[0]:.3f}; results in {out}/results.csv\n"
-        f"rerun: cofedmid run --config {out}/config.json --out NEW_FOLDER\nrecompute the tables: cofedmid report {out}")
-    return pd.read_csv(out/'results.csv')       # exactly what a resumed (finished) run returns
+    if out.exists() and not out.is_dir(): raise ConfigError(f"--out {out} is a file, not a folder")
+    created = not out.exists()
+    try:
+        with folder_lock(out): return _run_locked(cfg, out, resume, verbose, eng, prefix)
+    except (ConfigError, DataError):
+        if created and all(p.name == '.lock' for p in out.iterdir()): shutil.rmtree(out, ignore_errors=True)   # leave nothing behind
+        raise
+
+# %% ../nbs/api/10_experiment.ipynb #9f1a1dbe
+def rescore(run: str|Path, # a run folder whose training finished (it has `trajectory.npz`)
+            attacks: list|None = None, # attack names; `None` = every attack the trajectory supports
+            views: list|None = None, # views to attack; `None` = the run's
+            verbose: bool = True # print progress
+           ) -> pd.DataFrame:
+    "Score a finished training again with other attacks or views (no retraining); rewrites its scores, results and config."
+    run = Path(run)
+    if not (run/'config.json').is_file(): raise ConfigError(f"{run} holds no config.json: not a cofedmid run")
+    if not (run/'trajectory.npz').is_file(): raise ConfigError(f"{run} has no trajectory.npz: its training has not finished; resume it first")
+    cfg = replace(load_config(run/'config.json'), attacks=attacks, views=list(views or load_config(run/'config.json').views))
+    return run_experiment(cfg, run, resume=True, verbose=verbose)
 
 # %% ../nbs/api/10_experiment.ipynb #881bc4c0
 def cell_name(cell: dict # `{field: value}` of one grid cell
@@ -422,9 +540,17 @@ class SweepError(RuntimeError):
     "Some cells of a sweep failed; the others finished and are in its results table."
 
 def _run_cell(cfg: ExperimentConfig, out: Path, threads: int|None, verbose: bool, engine='inprocess', prefix: str = '') -> pd.DataFrame:
-    "Run (or resume, or read) one sweep cell, in this process or a worker."
-    if threads: torch.set_num_threads(threads)
-    return run_experiment(cfg, out, resume=True, verbose=verbose, engine=engine, prefix=prefix)
+    "Run (or resume, or read) one sweep cell, in this process or a worker (a resumed cell keeps its recorded thread count)."
+    with _torch_threads(threads or torch.get_num_threads()):
+        return run_experiment(cfg, out, resume=True, verbose=verbose, engine=engine, prefix=prefix)
+
+def _die_with_parent(parent: int # the sweep's process id
+                    ):
+    "Worker initializer: exit as soon as the sweep's process is gone (after a `kill -9` of it, workers must not live on)."
+    def watch():
+        while os.getppid() == parent: time.sleep(0.5)
+        os._exit(1)
+    threading.Thread(target=watch, daemon=True).start()
 
 def _jobs(jobs: int|None, n_cells: int, cfgs: list) -> int:
     "Worker processes for a sweep: `jobs`, or (`None`) one per core on a CPU, one on a GPU."
@@ -434,6 +560,29 @@ def _jobs(jobs: int|None, n_cells: int, cfgs: list) -> int:
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1: raise ConfigError(f"jobs={jobs!r} must be a positive integer")
     return max(1, min(jobs, n_cells))
 
+def _sweep_cells(base: ExperimentConfig, grid: dict|list, out: Path) -> tuple:
+    "`(names, configs, folders)` of the grid's cells, each config checked; a file or a single run's folder as `out` is refused."
+    if out.exists() and not out.is_dir(): raise ConfigError(f"--out {out} is a file, not a folder")
+    if (out/'config.json').is_file(): raise ConfigError(f"{out} holds a single run (config.json): give the sweep its own --out")
+    cells, cfgs = grid_cells(grid), []
+    for cell in cells:
+        try: cfgs.append(ExperimentConfig.from_dict(base.to_dict() | cell).check())
+        except ConfigError as e: raise ConfigError(f"grid cell {cell_name(cell)}: {e}") from None
+    names = [cell_name(c) for c in cells]
+    if len(set(names)) < len(names): raise ConfigError(f"the grid repeats cells: {sorted({n for n in names if names.count(n) > 1})}")
+    dirs = [out/'cells'/n for n in names]
+    assert all(d.resolve().parent == (out/'cells').resolve() for d in dirs), "a cell folder outside the sweep"   # `cell_name` sanitises
+    return names, cfgs, dirs
+
+def _merge_rows(table: Path, rows: dict # `{cell name: its rows}` of this sweep's finished cells
+               ):
+    "Merge finished cells into the table that several sweeps may share, under a lock: no other sweep's rows are lost."
+    with folder_lock(table.parent, wait=True, name='.results.lock'):
+        others = pd.read_csv(table) if table.is_file() else pd.DataFrame()
+        if 'cell' in others: others = others[~others.cell.isin(list(rows))]
+        _write_csv(table, _sweep_table([others, *rows.values()]))          # sorted by cell: the order `report` rebuilds
+
+# %% ../nbs/api/10_experiment.ipynb #91583f4d
 def sweep(base: ExperimentConfig, # the settings shared by every cell
           grid: dict|list, # `{field: [values]}` (the cells are the product of the values), or a list of them
           out: str|Path, # output folder of the sweep
@@ -444,48 +593,37 @@ def sweep(base: ExperimentConfig, # the settings shared by every cell
          ) -> pd.DataFrame:
     "Run every cell of `grid` over `base` into `out/cells/`, skipping finished cells; returns the combined results."
     out = Path(out)
-    cells = grid_cells(grid)
-    cfgs = []
-    for cell in cells:
-        try: cfgs.append(ExperimentConfig.from_dict(base.to_dict() | cell).check())
-        except ConfigError as e: raise ConfigError(f"grid cell {cell_name(cell)}: {e}") from None
-    names = [cell_name(c) for c in cells]
-    if len(set(names)) < len(names): raise ConfigError(f"the grid repeats cells: {sorted({n for n in names if names.count(n) > 1})}")
-    jobs = 1 if engine != 'inprocess' else _jobs(jobs, len(cells), cfgs)
+    names, cfgs, dirs = _sweep_cells(base, grid, out)
+    jobs = 1 if engine != 'inprocess' else _jobs(jobs, len(cfgs), cfgs)
     _engine(engine)                                          # fail on a bad engine or a missing extra before any cell
     threads = threads or (max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None)
-    done, t0 = {}, time.perf_counter()
-    table = out/'results.csv'                              # shared by the sweeps run into `out`: keep the others' rows
-    others = pd.read_csv(table) if table.is_file() else pd.DataFrame()
-    if 'cell' in others: others = others[~others.cell.isin(names)]
+    done, failed, t0 = {}, {}, time.perf_counter()
+    fresh = [i for i, d in enumerate(dirs) if not (d/'results.csv').is_file()]
     def finish(i, res):
         done[i] = res.assign(cell=names[i])
-        _write_csv(table, _sweep_table([others, *(done[k] for k in sorted(done))]))   # the order `report` rebuilds
-        if verbose and jobs > 1: print(f"  {'finished' if i in fresh else 'read'} {names[i]} ({len(done)}/{len(cells)}, {time.perf_counter() - t0:.0f} s): "
+        _merge_rows(out/'results.csv', {names[k]: done[k] for k in sorted(done)})
+        if verbose and jobs > 1: print(f"  {'finished' if i in fresh else 'read'} {names[i]} ({len(done)}/{len(cfgs)}, {time.perf_counter() - t0:.0f} s): "
                                        f"test accuracy {res.test_acc.iloc[0]:.3f}", flush=True)
-    dirs = [out/'cells'/n for n in names]
-    fresh = [i for i, d in enumerate(dirs) if not (d/'results.csv').is_file()]
-    failed = {}
     def fail(i, e):
         failed[names[i]] = f"{type(e).__name__}: {e}"
         print(f"  cell {names[i]} FAILED ({type(e).__name__}: {e}); the other cells go on", file=sys.stderr, flush=True)
     if jobs == 1:
         for i, cfg in enumerate(cfgs):
-            if verbose: print(f"[{i + 1}/{len(cells)}] {names[i]}" + ('' if i in fresh else ' (done)'), flush=True)
+            if verbose: print(f"[{i + 1}/{len(cfgs)}] {names[i]}" + ('' if i in fresh else ' (done)'), flush=True)
             try: finish(i, _run_cell(cfg, dirs[i], threads, verbose, engine))
             except (ConfigError, FileExistsError): raise      # the sweep's own set-up is wrong: stop
             except Exception as e: fail(i, e)
     else:
-        if verbose: print(f"{len(cells)} cells ({len(cells) - len(fresh)} done): running {len(fresh)}, {jobs} at a time "
+        if verbose: print(f"{len(cfgs)} cells ({len(cfgs) - len(fresh)} done): running {len(fresh)}, {jobs} at a time "
                           f"with {threads} thread(s) each; each cell's lines start with its name and are also in {out}/cells/<cell>/log.txt", flush=True)
-        for i in set(range(len(cells))) - set(fresh): finish(i, _run_cell(cfgs[i], dirs[i], None, False))
+        for i in set(range(len(cfgs))) - set(fresh): finish(i, _run_cell(cfgs[i], dirs[i], None, False))
         ctx = multiprocessing.get_context('spawn')          # fresh interpreters: no forked torch thread pools
-        with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=ctx) as ex:
+        with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_die_with_parent, initargs=(os.getpid(),)) as ex:
             futs = {ex.submit(_run_cell, cfgs[i], dirs[i], threads, verbose, 'inprocess', f'[{names[i]}] '): i for i in fresh}
             for f in concurrent.futures.as_completed(futs):
                 try: finish(futs[f], f.result())
                 except Exception as e: fail(futs[f], e)
-    if failed: raise SweepError(f"{len(failed)} of {len(cells)} cells failed (the others are in {table}; rerun with "
+    if failed: raise SweepError(f"{len(failed)} of {len(cfgs)} cells failed (the others are in {out/'results.csv'}; rerun with "
                                   f"resume to retry): " + '; '.join(f"{k}: {v}" for k, v in failed.items()))
     return pd.concat([done[k] for k in sorted(done)], ignore_index=True)     # this sweep's cells, in grid order
 

@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from fastcore.basics import patch
 from tqdm.auto import tqdm
-from .core import rng, torch_rng, get_device, atomic_path, seed_everything
+from .core import rng, torch_rng, get_device, atomic_path, seed_everything, save_state, load_state
 from .data import ImageData, to_float, random_crop_flip, synthetic_dataset
 from .partition import Federation
 from .models import get_model
@@ -328,7 +328,7 @@ def run(self: FedAvg,
        ) -> list:
     "Run the remaining rounds up to `rounds`; returns the history (one dict per round)."
     ck = Path(out_dir)/'checkpoint.pt' if out_dir is not None else None
-    if resume and ck is not None and ck.is_file(): self.load_state_dict(torch.load(ck, weights_only=False, map_location='cpu'))
+    if resume and ck is not None and ck.is_file(): self.load_state_dict(load_state(ck))
     last = self.cfg.rounds if rounds is None else min(rounds, self.cfg.rounds)
     show = self.cfg.progress and not os.environ.get('IN_TEST')
     bar = tqdm(range(self.round + 1, last + 1), desc='rounds', disable=not show, leave=False)
@@ -336,5 +336,5 @@ def run(self: FedAvg,
         row = self.run_round()
         if 'test_acc' in row: bar.set_postfix(acc=f"{row['test_acc']:.3f}")
         if ck is not None:
-            with atomic_path(ck) as tmp: torch.save(self.state_dict(), tmp)
+            save_state(self.state_dict(), ck)
     return self.history

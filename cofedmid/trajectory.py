@@ -76,23 +76,32 @@ class Trajectory:
 
 # %% ../nbs/api/05_trajectory.ipynb #c7f8fda5
 @patch
-def save(self: Trajectory, path: str|Path # `.npz` file (written atomically)
-        ):
-    "Save all arrays (and those of the adaptive views, as `<view>.<array>`) to `path`."
+def arrays(self: Trajectory) -> dict:
+    "Every array by name, those of the adaptive views as `<view>.<array>`: what `save` writes and checkpoints hold."
     arrays = {f: getattr(self, f) for f in _ARRAYS if getattr(self, f) is not None}
     for v, t in (self.adaptive or {}).items(): arrays |= {f'{v}.{f}': getattr(t, f) for f in _ARRAYS if getattr(t, f) is not None}
+    return arrays
+
+@patch(cls_method=True)
+def from_arrays(cls: Trajectory, arr: dict # the output of `Trajectory.arrays`
+               ) -> Trajectory:
+    "Rebuild a trajectory from `arrays()`."
+    own = lambda p: {f: arr[p + f] for f in _ARRAYS if p + f in arr}
+    views = sorted({k.split('.')[0] for k in arr if '.' in k})
+    return cls(**own(''), adaptive={v: cls(**own(v + '.')) for v in views} or None)
+
+@patch
+def save(self: Trajectory, path: str|Path # `.npz` file (written atomically)
+        ):
+    "Save all arrays (and those of the adaptive views) to `path`."
     with atomic_path(path) as tmp:
-        with open(tmp, 'wb') as f: np.savez(f, **arrays)
+        with open(tmp, 'wb') as f: np.savez(f, **self.arrays())
 
 @patch(cls_method=True)
 def load(cls: Trajectory, path: str|Path # file written by `Trajectory.save`
         ) -> Trajectory:
-    "Load a trajectory saved with `save`."
-    with np.load(path, allow_pickle=False) as z:
-        arr = {k: z[k] for k in z.files}
-    own = lambda p: {f: arr[p + f] for f in _ARRAYS if p + f in arr}
-    views = sorted({k.split('.')[0] for k in arr if '.' in k})
-    return cls(**own(''), adaptive={v: cls(**own(v + '.')) for v in views} or None)
+    "Load a trajectory saved with `save` (arrays only: nothing is unpickled)."
+    with np.load(path, allow_pickle=False) as z: return cls.from_arrays({k: z[k] for k in z.files})
 
 # %% ../nbs/api/05_trajectory.ipynb #e3b32542
 def _unflatten(vec: torch.Tensor, model: nn.Module) -> dict:
@@ -288,8 +297,8 @@ class TrajectoryRecorder:
         if not self.grad_signals: return np.zeros(0, int)
         return np.array(sorted(_multiples(total, self.grad_every)))
 
-    def state_dict(self) -> dict: return {'traj': self.traj}
-    def load_state_dict(self, s: dict): self.traj = s['traj']
+    def state_dict(self) -> dict: return {'traj': None if self.traj is None else self.traj.arrays()}   # plain arrays: a safe checkpoint
+    def load_state_dict(self, s: dict): self.traj = None if s['traj'] is None else Trajectory.from_arrays(s['traj'])
 
 # %% ../nbs/api/05_trajectory.ipynb #92b74a84
 def _output_bias(model: nn.Module, n_classes: int) -> tuple|None:

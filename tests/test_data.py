@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from cofedmid.data import (load_dataset, channel_stats, DataError, NORM_STATS, ImageData, _cache_file, _read_tiny,
+from cofedmid.data import (load_dataset, channel_stats, DataError, NORM_STATS, ImageData, _cache_files, _read_tiny,
                            _save_cache)
 
 CIFAR10_CLASSES = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck']
@@ -97,12 +97,12 @@ def test_cache_is_atomic_and_self_healing(tmp_path, monkeypatch):
     monkeypatch.setitem(data._SPECS['cifar10'], 'per_class', (2, 1))   # a small stand-in archive
     d = tmp_path/'src'; d.mkdir(); _fake_cifar_tar(d/'cifar10-jpeg.tar.gz', CIFAR10_CLASSES, (2, 1))
     c = tmp_path/'cache'
-    f = _cache_file('cifar10', 'archive', c)
+    f = _cache_files('cifar10', 'archive', c)[0]
     (f.parent/f'.{f.name}.abc.tmp').write_bytes(b'half a file')       # what a killed writer leaves
     a = load_dataset('cifar10', data_dir=d, cache=c, verify=False, progress=False)
     assert a.source.startswith('archive') and f.is_file()
     f.write_bytes(f.read_bytes()[:1000])                                 # damage the cache
-    with pytest.warns(UserWarning, match='unreadable cache'):
+    with pytest.warns(UserWarning, match='ignoring the cache file'):
         b = load_dataset('cifar10', data_dir=d, cache=c, verify=False, progress=False)
     assert b.source.startswith('archive') and torch.equal(a.x_train, b.x_train)
     assert load_dataset('cifar10', data_dir=d, cache=c).source.startswith('cache')
