@@ -4,7 +4,7 @@
 
 # %% ../nbs/api/90_cli.ipynb #b7d4c0ce
 from __future__ import annotations
-import argparse, json, sys, time
+import argparse, contextlib, json, sys, time
 from pathlib import Path
 import pandas as pd
 from .experiment import (ExperimentConfig, ConfigError, SweepError, PRESETS, preset, load_config, run_experiment, sweep,
@@ -20,8 +20,11 @@ __all__ = ['main', 'cli']
 def _parse_value(s: str):
     "A command-line value read as YAML (`null`, numbers, lists), else the string itself."
     import yaml
-    try: return yaml.safe_load(s)
+    try: v = yaml.safe_load(s)
     except yaml.YAMLError: return s
+    if isinstance(v, str):                      # YAML 1.1 reads `1e6` as a string: a number is meant
+        with contextlib.suppress(ValueError): return float(v)
+    return v
 
 def _pairs(items: list, what: str) -> dict:
     "`['a=1', 'b=x']` → `{'a': 1, 'b': 'x'}`."

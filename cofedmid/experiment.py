@@ -571,6 +571,7 @@ def _sweep_cells(base: ExperimentConfig, grid: dict|list, out: Path) -> tuple:
     names = [cell_name(c) for c in cells]
     if len(set(names)) < len(names): raise ConfigError(f"the grid repeats cells: {sorted({n for n in names if names.count(n) > 1})}")
     dirs = [out/'cells'/n for n in names]
+    (out/'cells').mkdir(parents=True, exist_ok=True)       # an unusable --out fails here, once, not in every cell
     assert all(d.resolve().parent == (out/'cells').resolve() for d in dirs), "a cell folder outside the sweep"   # `cell_name` sanitises
     return names, cfgs, dirs
 
