@@ -594,9 +594,9 @@ def sweep(base: ExperimentConfig, # the settings shared by every cell
          ) -> pd.DataFrame:
     "Run every cell of `grid` over `base` into `out/cells/`, skipping finished cells; returns the combined results."
     out = Path(out)
+    _engine(engine)                                          # fail on a bad engine or a missing extra before any cell
     names, cfgs, dirs = _sweep_cells(base, grid, out)
     jobs = 1 if engine != 'inprocess' else _jobs(jobs, len(cfgs), cfgs)
-    _engine(engine)                                          # fail on a bad engine or a missing extra before any cell
     threads = threads or (max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None)
     done, failed, t0 = {}, {}, time.perf_counter()
     fresh = [i for i, d in enumerate(dirs) if not (d/'results.csv').is_file()]

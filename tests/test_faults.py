@@ -234,3 +234,13 @@ def test_workers_die_with_their_parent(tmp_path):
     alive = [k for k in kids if Path(f'/proc/{k}').exists() and 'Z' not in Path(f'/proc/{k}/stat').read_text().split()[2]]
     for k in alive: os.kill(int(k), signal.SIGKILL)
     assert not alive, f'workers {alive} outlived their parent'
+
+def test_unusable_shared_cache_falls_back(tmp_path, monkeypatch):
+    "A shared cache that cannot be written (here: its path runs through a file, which stops root too) → a private one."
+    from cofedmid import data
+    monkeypatch.setitem(data._SPECS, '_toy', dict(title='toy', n_classes=3, per_class=(10, 10)))
+    monkeypatch.setattr(data, '_private_cache', lambda: tmp_path/'private')
+    (tmp_path/'shared').write_text('')
+    x, y = np.zeros((30, 4, 4, 3), np.uint8), np.repeat(np.arange(3), 10)
+    p = data._save_cache('_toy', 'archive', tmp_path/'shared'/'cache', (x, y), (x, y), list('abc'))
+    assert p.parent == tmp_path/'private' and data._load_cache(p, '_toy') is not None
