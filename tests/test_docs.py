@@ -177,7 +177,7 @@ class _Tables(html.parser.HTMLParser):
         if self._cell is not None: self._cell[1] += d
         if self._head is not None: self._head += d
 
-def table_width(rows: list, char_px: float = 7.6, pad_px: float = 19.2) -> tuple[int, float]:
+def table_width(rows: list, char_px: float = 7.6, pad_px: float = 12.8) -> tuple[int, float]:
     """Columns and estimated narrowest width (px) of a table: per column its longest word (headers bold), at the site's
     0.85 rem table font, plus the cells' padding. Chromium measured 1,193 px where this gives 1,157 (chapter 7's old tables)."""
     n = max((sum(c[2] for c in r) for r in rows), default=0); w = [0.0] * n

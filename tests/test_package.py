@@ -102,10 +102,11 @@ def _venv_with_wheel(dist: Path, tmp: Path) -> Path:
     py = tmp/'ve'/'bin'/'python'
     purelib = subprocess.run([str(py), '-c', 'import sysconfig; print(sysconfig.get_paths()["purelib"])'],
                              capture_output=True, text=True, check=True).stdout.strip()
-    (Path(purelib)/'shared_venv.pth').write_text(sysconfig.get_paths()['purelib'] + '\n')
     r = subprocess.run([str(py), '-m', 'pip', 'install', '-q', '--no-deps', '--no-index', str(_wheel(dist))],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
+    # only now the running venv's packages: before, pip would see its (editable) cofedmid and not install the wheel
+    (Path(purelib)/'shared_venv.pth').write_text(sysconfig.get_paths()['purelib'] + '\n')
     return py
 
 RUNNER = """import sys, cofedmid, torch
