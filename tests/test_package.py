@@ -96,15 +96,19 @@ def test_first_cell_installs():
         first = _code(nb)[0]
         assert "find_spec('cofedmid') is None" in first and "['cofedmid']" in first and 'git+https://github.com/cofedmid/cofedmid' in first, nb.name
 
+def _clean_env() -> dict:
+    "The environment without what points at the checkout or the running venv (`PYTHONPATH` would show pip a `cofedmid`)."
+    return {k: v for k, v in os.environ.items() if k not in ('PYTHONPATH', 'VIRTUAL_ENV')}
+
 def _venv_with_wheel(dist: Path, tmp: Path) -> Path:
     "A fresh virtualenv with the wheel installed (no dependencies) that sees the running venv's packages; its python."
-    subprocess.run([sys.executable, '-m', 'venv', str(tmp/'ve')], check=True, timeout=300)
+    subprocess.run([sys.executable, '-m', 'venv', str(tmp/'ve')], check=True, timeout=300, env=_clean_env())
     py = tmp/'ve'/'bin'/'python'
     purelib = subprocess.run([str(py), '-c', 'import sysconfig; print(sysconfig.get_paths()["purelib"])'],
-                             capture_output=True, text=True, check=True).stdout.strip()
+                             capture_output=True, text=True, check=True, env=_clean_env()).stdout.strip()
     r = subprocess.run([str(py), '-m', 'pip', 'install', '-q', '--no-deps', '--no-index', str(_wheel(dist))],
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr
+                       capture_output=True, text=True, timeout=300, env=_clean_env())
+    assert r.returncode == 0 and 'already satisfied' not in r.stdout, r.stdout + r.stderr
     # only now the running venv's packages: before, pip would see its (editable) cofedmid and not install the wheel
     (Path(purelib)/'shared_venv.pth').write_text(sysconfig.get_paths()['purelib'] + '\n')
     return py
@@ -123,8 +127,7 @@ def test_chapters_from_the_installed_wheel(dist, tmp_path):
     from nbdev.config import get_config
     py = _venv_with_wheel(dist, tmp_path)
     book = tmp_path/'book'; book.mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in ('PYTHONPATH', 'VIRTUAL_ENV')}
-    env.update(OMP_NUM_THREADS='2', MPLBACKEND='Agg')
+    env = _clean_env() | {'OMP_NUM_THREADS': '2', 'MPLBACKEND': 'Agg'}
     flags = get_config(path=ROOT).tst_flags
     failed = []
     for nb in CHAPTERS:
