@@ -1,8 +1,11 @@
 # One-command entry points. Every target creates/reuses .venv and installs the pinned stack itself.
+# TORCH_INDEX=URL installs torch and torchvision from that index first, e.g. the CPU-only wheels (no CUDA libraries):
+#   make venv TORCH_INDEX=https://download.pytorch.org/whl/cpu
 PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TORCH_INDEX ?=
 export COFEDMID_DATA ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
 
 .PHONY: venv demo test test-all docs lab bench gpu-check export clean-nbs
@@ -10,6 +13,7 @@ export COFEDMID_DATA ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data
 $(STAMP): settings.ini setup.py constraints.txt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
+	$(if $(TORCH_INDEX),$(BIN)/python -m pip install -q -c constraints.txt torch torchvision --index-url $(TORCH_INDEX))
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
 	@touch $(STAMP)
 

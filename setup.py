@@ -17,6 +17,10 @@ requirements = cfg.get('requirements', '').split()
 dev_requirements = cfg.get('dev_requirements', '').split()
 flower_requirements = cfg.get('flower_requirements', '').split()   # the Flower engine: pip install "cofedmid[flower]"
 min_python = cfg['min_python']
+# The book's committed results (nbs/tutorials/results) ship as package data `cofedmid/results`, read by
+# `cofedmid.core.book_results`: their tables and JSON files, not the per-candidate scores, logs or plots.
+book = {'cofedmid.results': 'nbs/tutorials/results'}
+book_files = ['README.md', '*/*.csv', '*/*.json', '*/cells/*/*.json']
 lic_expr = {'apache2': 'Apache-2.0', 'mit': 'MIT', 'gpl3': 'GPL-3.0-only', 'bsd3': 'BSD-3-Clause'}[cfg['license']]
 
 setuptools.setup(
@@ -26,15 +30,19 @@ setuptools.setup(
     long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown',
     url=cfg['git_url'],
+    project_urls={'Documentation': cfg['doc_host'] + cfg['doc_baseurl'], 'Source': cfg['git_url'],
+                  'Issues': cfg['git_url'] + '/issues'},
     author=cfg['author'], author_email=cfg['author_email'],
     license=lic_expr,
+    license_files=['LICENSE'],
     keywords=cfg['keywords'],
     classifiers=['Development Status :: ' + statuses[int(cfg['status'])],
                  'Intended Audience :: ' + cfg['audience'].title(),
                  'Natural Language :: ' + cfg['language'].title()] +
                 ['Programming Language :: Python :: ' + o for o in py_versions[py_versions.index(min_python):]],
-    packages=setuptools.find_packages(include=['cofedmid', 'cofedmid.*']),
-    include_package_data=True,
+    packages=setuptools.find_packages(include=['cofedmid', 'cofedmid.*']) + list(book),
+    package_dir=book,
+    package_data={'cofedmid.results': book_files},
     install_requires=requirements,
     extras_require={'dev': dev_requirements, 'flower': flower_requirements},
     dependency_links=cfg.get('dep_links', '').split(),

@@ -4,14 +4,14 @@
 
 # %% ../nbs/api/00_core.ipynb #2bf2ebe3
 from __future__ import annotations
-import os, io, json, random, tempfile, contextlib, hashlib
+import os, io, json, random, tempfile, contextlib, hashlib, importlib.resources
 from pathlib import Path
 import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['seed_everything', 'rng', 'torch_rng', 'get_device', 'cache_dir', 'atomic_path', 'remove_stale_tmp', 'CheckpointError',
-           'save_state', 'load_state', 'BusyError', 'folder_lock']
+__all__ = ['seed_everything', 'rng', 'torch_rng', 'get_device', 'cache_dir', 'book_results', 'atomic_path', 'remove_stale_tmp',
+           'CheckpointError', 'save_state', 'load_state', 'BusyError', 'folder_lock']
 
 # %% ../nbs/api/00_core.ipynb #0663b693
 def seed_everything(seed: int # the one seed of the run
@@ -65,6 +65,18 @@ def cache_dir(path: str|Path|None = None # explicit directory; overrides the env
     path = Path(path).expanduser()
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+# %% ../nbs/api/00_core.ipynb #9db156ca
+def book_results(name: str = '' # a folder of the committed results, e.g. `'cifar10'` or `'cifar10/cells/defense=none'`
+                ) -> Path:
+    "The folder `name` of the book's committed results: the package's `results/` data, else the checkout's `nbs/tutorials/results/`."
+    pkg = Path(importlib.resources.files('cofedmid'))   # the imported package's folder
+    roots = [r for r in (pkg/'results', pkg.parent/'nbs'/'tutorials'/'results') if r.is_dir()]
+    for r in roots:
+        if (r/name).is_dir(): return r/name
+    if not roots: raise FileNotFoundError(f"the book's results are not in {pkg/'results'}: reinstall cofedmid (pip install cofedmid, or from its git repository)")
+    have = ', '.join(sorted(p.name for p in roots[0].iterdir() if p.is_dir()))
+    raise FileNotFoundError(f"no book results {name!r} in {roots[0]}: it has {have}")
 
 # %% ../nbs/api/00_core.ipynb #37b17aaa
 def _umask() -> int:

@@ -5,7 +5,7 @@
     python scripts/build_docs.py --out DIR     # the site into DIR (e.g. a scratch folder)
     python scripts/build_docs.py --strict      # exit 1 on a failed doc cell or a broken link
 
-Steps (nbdev 2.4 without its Quarto-only commands, see STYLE.md "Docs without Quarto"):
+Steps (nbdev 2.4 without its Quarto-only commands):
 1. nbdev's own steps, called from Python: `refresh_quarto_yml()` (nbs/nbdev.yml, nbs/_quarto.yml),
    `_build_modidx()` (cofedmid/_modidx.py), `nbdev_sidebar` (nbs/sidebar.yml).
 2. Notebooks -> `_proc/` with nbdev's processors (`FilterDefaults`: front matter, hidden cells removed, `show_doc`
@@ -250,7 +250,7 @@ def render_quarto(proc: Path, out: Path) -> list[str]:
     return []
 
 def missing_anchors(site: Path) -> list[str]:
-    "Links between pages of `site` whose `#anchor` is not on the target page (private `_x` helpers aside)."
+    "Links between pages of `site` whose `#anchor` is not on the target page (a link to a private `_x` helper too)."
     from html.parser import HTMLParser
     from urllib.parse import urlsplit, unquote
     class P(HTMLParser):
@@ -266,10 +266,10 @@ def missing_anchors(site: Path) -> list[str]:
     for f, p in pages.items():
         for href in p.links:
             u = urlsplit(href)
-            if u.scheme or not u.fragment or u.fragment.split('.')[-1].startswith('_'): continue
+            if u.scheme or not u.fragment: continue
             t = pages.get((f.parent/unquote(u.path)).resolve() if u.path else f)
             if t is not None and u.fragment not in t.ids:
-                out.append(f'{f.relative_to(site.resolve())}: link to {href}: no such anchor (a symbol without `show_doc`?)')
+                out.append(f'{f.relative_to(site.resolve())}: link to {href}: no such anchor (a symbol without `show_doc`, or a private name in backticks?)')
     return sorted(set(out))
 
 def _swap(new: Path, out: Path):
@@ -309,7 +309,7 @@ def build_site(root: Path, out: Path, jobs: int = 2, renderer: str = 'auto', str
             if src is None: msgs.append('KaTeX not found (no committed copy, no npm): maths loads from the CDN')
             else: install_katex(site, src, L.KATEX)
         msgs += missing_anchors(site)
-        nerr = sum(lvl == 'error' for _, lvl, _ in problems) + sum('broken link' in m for m in msgs)
+        nerr = sum(lvl == 'error' for _, lvl, _ in problems) + sum('broken link' in m or 'no such anchor' in m for m in msgs)
         _swap(site, out)
     finally: shutil.rmtree(new, ignore_errors=True)
     for f, lvl, msg in sorted(problems):

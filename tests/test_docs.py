@@ -76,7 +76,7 @@ def _local(href: str) -> bool:
 
 def test_every_page_and_link(site):
     """One page per notebook; every local link, script, stylesheet and font points at a file, every anchor at an id
-    (a doc link to a public symbol without a `show_doc` on its page fails here: STYLE.md asks for one per method)."""
+    (a doc link to a symbol without a `show_doc` on its page fails here, a private `_x` in backticks too)."""
     out, nbs = site/'site', site/'nbs'
     pages = {p: _parse(p) for p in out.rglob('*.html')}
     notebooks = [p for p in nbs.rglob('*.ipynb') if not any(q.startswith(('.', '_')) for q in p.relative_to(nbs).parts)]
@@ -93,8 +93,8 @@ def test_every_page_and_link(site):
             u = urlsplit(href)
             target = (p.parent/unquote(u.path)).resolve() if u.path else p
             if not target.exists(): broken.append(f'{p.relative_to(out)} -> {href}'); continue
-            # anchors too, except nbdev's links to private helpers (`_x`), which have no documentation by design
-            if u.fragment and target.suffix == '.html' and not u.fragment.split('.')[-1].startswith('_'):
+            # anchors too: a link to a private helper (`_x` in backticks) has no documentation to land on, so it fails
+            if u.fragment and target.suffix == '.html':
                 if u.fragment not in (pages.get(target) or _parse(target)).ids: broken.append(f'{p.relative_to(out)} -> {href} (no such anchor)')
     for css in out.rglob('*.css'):                                # fonts and images of the stylesheets (KaTeX's fonts)
         for ref in re.findall(r'url\(["\']?([^)"\']+)', css.read_text(encoding='utf-8')):
@@ -152,6 +152,121 @@ def test_pages_in_chromium(site, tmp_path):
         st = ImageStat.Stat(im)
         dark = sum(im.histogram()[:128]) / (im.width * im.height)   # text, code and the navbar
         assert st.stddev[0] > 20 and 0.01 < dark < 0.6, f'{rel}: the screenshot looks blank or broken (std {st.stddev[0]:.0f}, dark {dark:.3f})'
+
+BODY_PX = 712   # the text column of a page: smalldocs' 760 px body less its padding
+BOOK = ('tutorials', 'explanations')
+
+def _book_pages(out: Path) -> list[Path]:
+    return [out/'index.html'] + sorted(p for d in BOOK for p in (out/d).glob('*.html') if p.stem != 'zz_render_check')
+
+class _Tables(html.parser.HTMLParser):
+    "The tables of a page, each as rows of (tag, text, colspan), and the texts of its h2/h3 headings."
+    def __init__(self):
+        super().__init__(); self.tables, self.heads, self._cell, self._head, self._depth = [], [], None, None, 0
+    def handle_starttag(self, tag, attrs):
+        if tag == 'table': self.tables.append([]); self._depth += 1
+        elif tag == 'tr' and self._depth: self.tables[-1].append([])
+        elif tag in ('td', 'th') and self._depth: self._cell = [tag, '', int(dict(attrs).get('colspan') or 1)]
+        elif tag in ('h2', 'h3'): self._head = ''
+    def handle_endtag(self, tag):
+        if tag == 'table': self._depth -= 1
+        elif tag in ('td', 'th') and self._cell is not None and self.tables and self.tables[-1]:
+            self.tables[-1][-1].append(tuple(self._cell)); self._cell = None
+        elif tag in ('h2', 'h3') and self._head is not None: self.heads.append(self._head.strip()); self._head = None
+    def handle_data(self, d):
+        if self._cell is not None: self._cell[1] += d
+        if self._head is not None: self._head += d
+
+def table_width(rows: list, char_px: float = 7.6, pad_px: float = 12.8) -> tuple[int, float]:
+    """Columns and estimated narrowest width (px) of a table: per column its longest word (headers bold), at the site's
+    0.85 rem table font, plus the cells' 0.4 rem padding: an estimate (`test_tables_in_chromium` measures the real
+    layout of three pages; with 0.6 rem padding it gave 1,157 px for chapter 7's old 13-column table, Chromium 1,193)."""
+    n = max((sum(c[2] for c in r) for r in rows), default=0); w = [0.0] * n
+    for r in rows:
+        i = 0
+        for tag, text, span in r:
+            if span == 1 and i < n:
+                w[i] = max(w[i], max((len(x) for x in text.split()), default=0) * char_px * (1.1 if tag == 'th' else 1) + pad_px)
+            i += span
+    return n, sum(w)
+
+def test_table_width_estimate():
+    "The estimate tells a 13-column table of attack names from a narrow one."
+    wide = [[('th', 'attack', 1)] + [('th', a, 1) for a in ['grad_cosine'] * 12], [('th', 'no defense', 1)] + [('td', '0.675', 1)] * 12]
+    assert table_width(wide)[1] > BODY_PX and table_width([r[:5] for r in wide])[1] < BODY_PX
+
+def test_tables_fit_the_page(site):
+    "Every table on the home page, the chapters and the explanations fits the text column: no column cut off or hidden."
+    wide = []
+    for p in _book_pages(site/'site'):
+        x = _Tables(); x.feed(p.read_text(encoding='utf-8'))
+        for k, t in enumerate(x.tables):
+            n, w = table_width(t)
+            if w > BODY_PX or n > 10: wide.append(f'{p.relative_to(site/"site")}: table {k + 1} has {n} columns, at least {w:.0f} px')
+    assert not wide, 'tables wider than the page (fewer columns, or headers that can wrap):\n' + '\n'.join(wide)
+
+def test_headings_once(site):
+    "No page repeats a section heading (the table of contents would list it twice)."
+    for p in _book_pages(site/'site'):
+        x = _Tables(); x.feed(p.read_text(encoding='utf-8'))
+        twice = {h for h in x.heads if x.heads.count(h) > 1 and h != 'On this page'}
+        assert not twice, f'{p.name}: headings repeated: {twice}'
+
+def test_colab_links(site):
+    "Every rendered chapter links to itself on Colab (nbdev drops the rest of the title cell, so the badge has its own cell)."
+    for p in sorted((site/'nbs'/'tutorials').glob('*.ipynb')):
+        if p.stem == 'zz_render_check': continue
+        m = re.search(r'^#\|\s*output-file:\s*(\S+)', p.read_text(), re.M)
+        page = site/'site'/'tutorials'/(Path(m.group(1)).stem + '.html' if m else re.sub(r'^\d+[a-z]?_', '', p.stem) + '.html')
+        assert f'href="https://colab.research.google.com/github/cofedmid/cofedmid/blob/main/nbs/tutorials/{p.name}"' in page.read_text(), page.name
+
+def _md(nb: Path) -> list[str]:
+    return [''.join(c['source']) for c in json.loads(nb.read_text())['cells'] if c['cell_type'] == 'markdown']
+
+def test_chapters_end_with_summary_exercises_next():
+    "Every chapter has a Summary, Exercises and, in its last cell, a 'Next' link to a page that exists."
+    for nb in sorted((ROOT/'nbs'/'tutorials').glob('*.ipynb')):
+        text = '\n'.join(_md(nb))
+        assert re.search(r'^## Summary', text, re.M) and re.search(r'^## Exercises', text, re.M), nb.name
+        m = re.search(r'Next:.*?\]\(([^)#]+\.ipynb)', _md(nb)[-1], re.S)
+        assert m and (nb.parent/m.group(1)).resolve().is_file(), f'{nb.name}: no Next link (to an existing notebook) in its last cell'
+
+def test_no_files_outside_the_repository():
+    "Notebooks, README and the benchmark notes cite no file the repository lacks (notes kept outside it: the paper, calibration and style notes)."
+    files = [p for p in (ROOT/'nbs').rglob('*') if p.suffix in ('.ipynb', '.md', '.yml') and '.ipynb_checkpoints' not in p.parts]
+    bad = [f'{p.relative_to(ROOT)}: {m}' for p in files + [ROOT/'README.md', ROOT/'benchmarks'/'NOTES.md']   # NOTES.md is shown on the Performance page
+           for m in re.findall(r'shared/\S*|PAPER\.md|CALIBRATION\.md|STYLE\.md', p.read_text(encoding='utf-8'))]
+    assert not bad, '\n'.join(bad)
+
+MEASURE = """<!doctype html><html><body><iframe id="f" style="width:1280px;height:900px"></iframe><script>
+const f = document.getElementById('f');
+f.onload = () => { const d = f.contentDocument, main = d.querySelector('main.content');
+  const res = {right: main.getBoundingClientRect().right, tables: [...main.querySelectorAll('table')].map(t => t.getBoundingClientRect().right)};
+  const o = document.createElement('pre'); o.id = 'result'; o.textContent = JSON.stringify(res); document.body.appendChild(o); };
+f.src = new URLSearchParams(location.search).get('page');
+</script></body></html>"""
+
+@pytest.mark.skipif(CHROMIUM is None, reason='headless Chromium is not installed (apt-get install -y chromium)')
+def test_tables_in_chromium(site, tmp_path):
+    """Chromium lays out chapter 7, the Performance page and chapter 6 at 1280 px: every table ends inside the text
+    column. Full-page screenshots of the first two are left in `tmp_path` to look at."""
+    out = site/'site'
+    (out/'_measure.html').write_text(MEASURE)
+    try:
+        for rel in ('tutorials/reproducing_the_paper.html', 'explanations/performance.html', 'tutorials/coalition_explorer.html'):
+            r = _chromium(['--allow-file-access-from-files', '--window-size=1400,1000', '--dump-dom'], (out/'_measure.html').as_uri() + f'?page={rel}', tmp_path)
+            m = re.search(r'<pre id="result">(.*?)</pre>', r.stdout)
+            assert m, (rel, r.stderr[-2000:])
+            res = json.loads(m.group(1))
+            assert res['tables'], f'{rel}: no tables found'
+            cut = [round(x - res['right']) for x in res['tables'] if x > res['right'] + 1]
+            assert not cut, f'{rel}: {len(cut)} table(s) run past the text column by {cut} px'
+    finally: (out/'_measure.html').unlink()
+    for rel in ('tutorials/reproducing_the_paper.html', 'explanations/performance.html'):
+        shot = tmp_path/(Path(rel).stem + '.png')
+        _chromium([f'--screenshot={shot}', '--window-size=1280,9000'], (out/rel).as_uri(), tmp_path)
+        assert shot.is_file() and shot.stat().st_size > 10_000, rel
+    print('screenshots in', tmp_path)
 
 def test_readme_up_to_date():
     "README.md is what nbs/index.ipynb gives (check_sync.py runs the same comparison in CI)."
