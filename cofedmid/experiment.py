@@ -148,7 +148,7 @@ def target_client(self: ExperimentConfig) -> int:
 def attacked_clients(self: ExperimentConfig) -> list:
     "The clients attacked in turn: every client for `targets='all'`, else the listed ones (sorted, checked by `pick_clients`)."
     if self.targets == 'all': return list(range(self.n_clients))
-    try: return pick_clients(self.targets, self.n_clients, self.seed, what='targets')
+    try: return pick_clients(self.targets, self.n_clients, self.seed, what='targets', stream='targets')
     except (ValueError, TypeError) as e: raise ConfigError(str(e)) from None
 
 @patch
@@ -161,7 +161,11 @@ def build_defenses(self: ExperimentConfig) -> list:
         if self.defense == 'cofedmid':
             from cofedmid.cofedmid import CoFedMID
             if self.knob is not None: kw['sigma'] = self.knob
-            return [CoFedMID(clients, seed=self.seed, **kw)]
+            if 'secret' in kw: raise ValueError("the coalition secret must not go into defense_kwargs (they are written to "
+                                                "config.json, which the server holds); set $COFEDMID_COALITION_SECRET on the members")
+            d = CoFedMID(clients, seed=self.seed, **kw)
+            d.recycle_round(self.rounds)
+            return [d]
         from cofedmid.defenses import make_defense
         return [make_defense(self.defense, clients, self.knob, **kw)]
     except (ValueError, TypeError) as e: raise ConfigError(f"defense {self.defense!r}: {e}") from None
