@@ -303,7 +303,7 @@ class CoFedMID(Defense):
                  eta: float = 0.3, # M2: EXP3 step size
                  reward_window: int = 20, # M2: rewards kept for the percentile normalisation
                  recycle_ratio: float = 0.05, # M2: at most this fraction of the local set is recycled per round
-                 mu: float = 0.005, # M2: entropy weight of the compensation loss
+                 mu: float = 0.005, # M2: entropy weight of the compensation loss (the paper's; no measurable effect, see M2)
                  perturb_ratio: float = 0.2, # M3: fraction of coordinates perturbed
                  mask: str = 'tail', # M3: `'tail'`, `'all'`, `'layer'` (fixed) or `'random'` (a new one every round)
                  sigma: float|None = None, # M3: noise size (see `noise_scale`); `None`: `DEFAULT_SIGMA` or `RELATIVE_SIGMA`
