@@ -42,7 +42,7 @@ def run(out: Path):
         run_experiment(config(kw), d, resume=True, verbose=False)
 
 def row(d: Path) -> dict:
-    "Mean AUC over the defended targets (upload and repaired views, OFL non-members, best attack), identification, accuracy."
+    "Mean AUC over the defended targets (upload and repaired views, OFL non-members), coalition identification, accuracy."
     import pandas as pd
     res = pd.read_csv(d/'results.csv')
     dfd = res[res.target_defended & (res.nonmembers == 'ofl')] if res.target_defended.any() else res[res.nonmembers == 'ofl']
@@ -50,8 +50,10 @@ def row(d: Path) -> dict:
         from cofedmid.experiment import ExperimentConfig
         dfd = dfd[dfd.target.isin(ExperimentConfig.from_dict(json.loads((d/'config.json').read_text())).defended_clients())]
     auc = dfd.groupby(['view', 'attack']).auc.mean()
-    out = {v: float(auc[v].max()) if v in auc.index.get_level_values(0) else math.nan for v in ('upload', 'repaired')}
-    out['best_upload_attack'] = auc['upload'].idxmax()
+    out = {}
+    for v in ('upload', 'repaired'):                       # Loss-Series, and the strongest of the attacks
+        out[v], out[f'{v}_best'] = float(auc[v]['loss_series']), float(auc[v].max())
+        out[f'{v}_best_attack'] = auc[v].idxmax()
     ident = json.loads((d/'adaptive.json').read_text()) if (d/'adaptive.json').is_file() else []
     pr = [r['precision'] for r in ident if r['precision'] == r['precision']]
     out['found_rounds'] = f"{len(pr)}/{len(ident)}"
@@ -62,13 +64,15 @@ def row(d: Path) -> dict:
 
 def table(out: Path) -> str:
     "The markdown table of the finished cells."
-    lines = ['| noise scale, mask | upload AUC | repaired AUC | coalition found (rounds) | precision | recall | test acc |',
-             '|---|---|---|---|---|---|---|']
+    lines = ['| noise scale, mask | upload AUC (Loss-Series) | repaired AUC (Loss-Series) | upload AUC (best attack) | '
+             'repaired AUC (best attack) | coalition found (rounds) | precision | recall | test acc |',
+             '|---|---|---|---|---|---|---|---|---|']
     for name in CELLS:
         d = out/name.replace(' ', '').replace(',', '_')
         if not (d/'results.csv').is_file(): continue
         r = row(d)
-        lines.append(f"| {name} | {r['upload']:.3f} | {r['repaired']:.3f} | {r['found_rounds']} | {r['precision']:.2f} | "
+        lines.append(f"| {name} | {r['upload']:.3f} | {r['repaired']:.3f} | {r['upload_best']:.3f} ({r['upload_best_attack']}) | "
+                     f"{r['repaired_best']:.3f} ({r['repaired_best_attack']}) | {r['found_rounds']} | {r['precision']:.2f} | "
                      f"{r['recall']:.2f} | {r['test_acc']:.3f} |")
     return '\n'.join(lines)
 

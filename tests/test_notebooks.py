@@ -13,5 +13,6 @@ def test_notebook(nb, request, monkeypatch):
     flags = get_config(path=ROOT).tst_flags.split()
     force = ['slow'] if request.config.getoption('--runslow') else []
     monkeypatch.chdir(ROOT)
+    monkeypatch.setenv('COFEDMID_COALITION_SECRET', 'notebook tests')   # CoFedMID's noise: the same every run
     ok, secs = _run_nb(nb, skip_flags=flags, force_flags=force, basepath=ROOT)
     assert ok, f'{nb.name} failed (see the traceback above)'
