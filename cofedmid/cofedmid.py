@@ -4,7 +4,7 @@
 
 # %% ../nbs/api/09_cofedmid.ipynb #6a1f349a
 from __future__ import annotations
-import copy, math, warnings
+import copy, math, os, warnings
 from dataclasses import dataclass, field, asdict
 import numpy as np
 import torch
@@ -12,14 +12,17 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call
 from fastcore.basics import patch
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from .core import rng
 from .fl import Defense, ClientContext
 from .partition import CandidatePool, check_disjoint, pick_clients, CLIENT_PRESETS, _round_half_up, _client_ids
 
 # %% auto #0
-__all__ = ['MODULES', 'COALITION_PRESETS', 'ABLATIONS', 'DEFAULT_SIGMA', 'class_schedule', 'class_guided_partition', 'EXP3',
-           'compensation_loss', 'perturb_mask', 'neutral_noise', 'pairwise_neutral_noise', 'CoalitionMessage',
-           'CoFedMID']
+__all__ = ['MODULES', 'COALITION_PRESETS', 'ABLATIONS', 'DEFAULT_SIGMA', 'RELATIVE_SIGMA', 'NOISE_SCALES', 'SECRET_ENV',
+           'class_schedule', 'class_guided_partition', 'EXP3', 'compensation_loss', 'perturb_mask', 'neutral_noise',
+           'pairwise_share', 'pairwise_neutral_noise', 'CoalitionMessage', 'coalition_secret', 'CoFedMID']
 
 # %% ../nbs/api/09_cofedmid.ipynb #72d19070
 MODULES = ('partition', 'compensation', 'perturbation')
@@ -38,39 +41,66 @@ def _check_choice(name, v, options):
 def class_schedule(rnd: int, # round number, from 1
                    total_rounds: int, # number of rounds T of the run
                    n_classes: int, # number of classes C
-                   n_members: int, # members taking part in the round
+                   n_members: int, # members taking part in the round (checked; the count does not depend on it)
                    max_ratio: float = 0.5, # fraction of the classes per member in round 1
-                   min_ratio: float = 0.2, # fraction of the classes per member in round T
-                   coverage: str = 'strict' # `'strict'`: at least ceil(C/m) classes so all are covered; `'loose'`
+                   min_ratio: float = 0.2 # fraction of the classes per member in round T
                   ) -> int:
-    "Classes per member in round `rnd`: linear decay from `max_ratio` to `min_ratio` of the classes."
-    _check_ratios(max_ratio, min_ratio); _check_choice('coverage', coverage, ('strict', 'loose'))
+    "Classes per member in round `rnd`: linear decay from `max_ratio` to `min_ratio` of the classes, for any coalition size."
+    _check_ratios(max_ratio, min_ratio)
     if not 1 <= rnd <= total_rounds: raise ValueError(f"round {rnd} is outside 1..{total_rounds}")
     if n_members < 1 or n_classes < 1: raise ValueError("need at least one member and one class")
     hi, lo = max(1, _round_half_up(max_ratio * n_classes)), max(1, _round_half_up(min_ratio * n_classes))
-    if coverage == 'strict':
-        floor = -(-n_classes // n_members)
-        hi, lo = max(hi, floor), max(lo, floor)
     frac = 0. if total_rounds == 1 else (rnd - 1) / (total_rounds - 1)
     return min(n_classes, _round_half_up(hi + (lo - hi) * frac))
 
 # %% ../nbs/api/09_cofedmid.ipynb #07f54e22
+def _pair_cost(X: np.ndarray) -> tuple:
+    "(largest, sum of squared) pairwise overlaps of the member-by-class incidence matrix `X`."
+    o = (X @ X.T)[np.triu_indices(len(X), 1)]
+    return (int(o.max()), int((o ** 2).sum())) if len(o) else (0, 0)
+
+def _cost_bound(X: np.ndarray) -> tuple:
+    "The smallest (largest, sum of squared) overlaps possible with the multiplicities of `X`."
+    mult, P = X.sum(0), len(X) * (len(X) - 1) // 2
+    tot = int((mult * (mult - 1) // 2).sum())
+    if not P: return (0, 0)
+    q, r = divmod(tot, P)
+    return (q + (r > 0), r * (q + 1) ** 2 + (P - r) * q ** 2)
+
+def _cyclic_windows(C: int, m: int, s: int, rng: np.random.Generator) -> np.ndarray:
+    "Incidence matrix of `m` consecutive windows of `s` classes on a random circle of the `C` classes."
+    perm, X = rng.permutation(C), np.zeros((m, C), np.int64)
+    for i in range(m): X[i, perm[(np.arange(s) + i * s) % C]] = 1
+    return X
+
+def _swap_search(X: np.ndarray, rng: np.random.Generator, iters: int) -> np.ndarray:
+    "Class swaps between two members (multiplicities kept), kept when they do not raise `_pair_cost`."
+    best, bound = _pair_cost(X), _cost_bound(X)
+    for _ in range(iters):
+        if best <= bound: break
+        i, j = rng.choice(len(X), 2, replace=False)
+        a, b = np.flatnonzero(X[i] > X[j]), np.flatnonzero(X[j] > X[i])
+        if not len(a): continue
+        a, b = rng.choice(a), rng.choice(b)
+        X[[i, i, j, j], [a, b, a, b]] = 0, 1, 1, 0
+        c = _pair_cost(X)
+        if c <= best: best = c
+        else: X[[i, i, j, j], [a, b, a, b]] = 1, 0, 0, 1
+    return X
+
 def class_guided_partition(n_classes: int, # number of classes C
                            n_members: int, # members m to assign
                            n_per_member: int, # classes s per member
                            rng: np.random.Generator, # randomness of the round
-                           coverage: str = 'strict' # `'strict'`: every class assigned (needs m*s >= C); `'loose'`
+                           coverage: str = 'strict' # `'strict'`: balanced, small overlaps; `'loose'`: independent draws
                           ) -> list:
-    "Random class subsets, one per member, with minimal overlap (balanced class multiplicities)."
+    "Random class subsets, one per member: balanced class multiplicities and a small largest pairwise overlap."
     _check_choice('coverage', coverage, ('strict', 'loose'))
     C, m, s = int(n_classes), int(n_members), int(n_per_member)
     if m < 1 or not 1 <= s <= C: raise ValueError(f"need >= 1 member and 1 <= n_per_member <= {C}, got m={m}, s={s}")
-    if coverage == 'strict' and m * s < C:
-        raise ValueError(f"strict coverage of {C} classes needs n_members x n_per_member >= {C}, got {m} x {s}; "
-                         f"use coverage='loose' or more classes per member")
-    perm = rng.permutation(C)
-    windows = [np.sort(perm[(np.arange(s) + i * s) % C]) for i in range(m)]
-    return [windows[i] for i in rng.permutation(m)]
+    if coverage == 'loose': return [np.sort(rng.choice(C, s, replace=False)) for _ in range(m)]
+    X = _swap_search(_cyclic_windows(C, m, s, rng), rng, 300 * m)
+    return [np.flatnonzero(x) for x in X[rng.permutation(m)]]
 
 # %% ../nbs/api/09_cofedmid.ipynb #3e710f01
 class EXP3:
@@ -89,15 +119,21 @@ class EXP3:
         self.n_arms, self.gamma, self.eta, self.window, self.q_lo, self.q_hi = int(n_arms), gamma, eta, int(window), q_lo, q_hi
         self.log_w, self.rewards = np.zeros(self.n_arms), []
 
-    def probs(self) -> np.ndarray:
-        "Arm probabilities (1 - gamma) w / sum(w) + gamma / K."
+    def probs(self, allowed=None # arms that may be drawn (e.g. the non-empty intervals); `None`: all
+             ) -> np.ndarray:
+        "Arm probabilities (1 - gamma) w / sum(w) + gamma / K, renormalised over the `allowed` arms (0 elsewhere)."
         w = np.exp(self.log_w - self.log_w.max())
-        return (1 - self.gamma) * w / w.sum() + self.gamma / self.n_arms
+        p = (1 - self.gamma) * w / w.sum() + self.gamma / self.n_arms
+        if allowed is None: return p
+        keep = np.zeros(self.n_arms, bool); keep[np.asarray(allowed, dtype=np.int64)] = True
+        if not keep.any(): raise ValueError("allowed must name at least one arm")
+        return np.where(keep, p, 0.) / p[keep].sum()
 
-    def draw(self, g: np.random.Generator # randomness of the draw
+    def draw(self, g: np.random.Generator, # randomness of the draw
+             allowed=None # arms that may be drawn; `None`: all
             ) -> int:
-        "Draw an arm from `probs()`."
-        return int(g.choice(self.n_arms, p=self.probs()))
+        "Draw an arm from `probs(allowed)`."
+        return int(g.choice(self.n_arms, p=self.probs(allowed)))
 
     def normalise(self, reward: float # a raw reward
                  ) -> float:
@@ -107,14 +143,17 @@ class EXP3:
         return float(np.clip(2 * (reward - lo) / (hi - lo) - 1, -1, 1))
 
     def update(self, arm: int, # the arm that was played
-               reward: float # its raw reward
+               reward: float, # its raw reward
+               allowed=None # the arms it was drawn among (its importance weight uses `probs(allowed)`)
               ) -> float:
         "Record `reward`, update the weight of `arm`; returns the normalised reward."
         if not 0 <= arm < self.n_arms: raise ValueError(f"arm {arm} outside 0..{self.n_arms - 1}")
         if not np.isfinite(reward): raise ValueError(f"reward must be finite, got {reward}")
+        p = self.probs(allowed)[arm]
+        if not p > 0: raise ValueError(f"arm {arm} was not among the allowed arms {list(allowed)}")
         self.rewards = (self.rewards + [float(reward)])[-self.window:]
         r = self.normalise(reward)
-        self.log_w[arm] += self.eta * r / (self.n_arms * self.probs()[arm])
+        self.log_w[arm] += self.eta * r / (self.n_arms * p)
         return r
 
 # %% ../nbs/api/09_cofedmid.ipynb #b8140e4d
@@ -136,10 +175,11 @@ def compensation_loss(logits: torch.Tensor, # (N, C) logits of recycled samples
 # %% ../nbs/api/09_cofedmid.ipynb #ac62d811
 def perturb_mask(shapes, # a model, or the parameter shapes in `get_flat` order
                  ratio: float = 0.2, # fraction of coordinates perturbed
-                 kind: str = 'tail' # `'tail'` of the flat vector, `'all'` coordinates, or the tail of each `'layer'`
+                 kind: str = 'tail', # `'tail'` of the flat vector, `'all'`, the tail of each `'layer'`, or `'random'`
+                 generator: torch.Generator|None = None # the randomness of a `'random'` mask (the coalition's, per round)
                 ) -> torch.Tensor:
     "Boolean mask over the flattened parameters of the coordinates that receive noise."
-    _check_choice('mask', kind, ('tail', 'all', 'layer'))
+    _check_choice('mask', kind, ('tail', 'all', 'layer', 'random'))
     if not 0 < ratio <= 1: raise ValueError(f"perturb_ratio must be in (0, 1], got {ratio}")
     if isinstance(shapes, nn.Module): shapes = [p.shape for p in shapes.parameters()]
     sizes = [int(np.prod(s)) for s in shapes]
@@ -147,15 +187,24 @@ def perturb_mask(shapes, # a model, or the parameter shapes in `get_flat` order
     m = torch.zeros(n, dtype=torch.bool)
     if kind == 'all': m[:] = True
     elif kind == 'tail': m[n - math.ceil(ratio * n):] = True
+    elif kind == 'random':
+        if generator is None: raise ValueError("mask='random' needs a generator (the coalition's common randomness)")
+        m[torch.randperm(n, generator=generator)[:math.ceil(ratio * n)]] = True
     else:
         i = 0
         for s in sizes: m[i + s - math.ceil(ratio * s):i + s] = True; i += s
     return m
 
 # %% ../nbs/api/09_cofedmid.ipynb #c01e75c0
+def _stds(sigma, keys: list) -> torch.Tensor:
+    "Per-member stds as float64: one `sigma` for all, or `{member: std}`."
+    s = [float(sigma[k]) for k in keys] if isinstance(sigma, dict) else [float(sigma)] * len(keys)
+    if not all(math.isfinite(v) and v >= 0 for v in s): raise ValueError(f"noise stds must be finite and >= 0, got {s}")
+    return torch.tensor(s, dtype=torch.float64)
+
 def neutral_noise(weights: dict, # `{member: aggregation weight w_k > 0}` of the members uploading this round
                   n_coords: int, # number of masked coordinates
-                  sigma: float, # std of the raw noise
+                  sigma, # std of the raw noise: one float, or `{member: std}` (relative noise)
                   generator: torch.Generator # common randomness (the same seed for every member)
                  ) -> dict:
     "`{member: float64 noise}` projected so that the weighted sum over the members is zero."
@@ -163,48 +212,78 @@ def neutral_noise(weights: dict, # `{member: aggregation weight w_k > 0}` of the
     if len(keys) < 2: raise ValueError("aggregation-neutral noise needs at least 2 members")
     w = torch.tensor([float(weights[k]) for k in keys], dtype=torch.float64)
     if not (w > 0).all(): raise ValueError("aggregation weights must be > 0")
-    raw = torch.randn(len(keys), int(n_coords), generator=generator, dtype=torch.float64) * sigma
+    raw = torch.randn(len(keys), int(n_coords), generator=generator, dtype=torch.float64) * _stds(sigma, keys)[:, None]
     s = (w[:, None] * raw).sum(0)
     d = raw - (w / (w ** 2).sum())[:, None] * s
     return {k: d[i] for i, k in enumerate(keys)}
 
 # %% ../nbs/api/09_cofedmid.ipynb #89d22ea1
+def pairwise_share(weights: dict, # `{member: aggregation weight w_k > 0}` of the members uploading this round
+                   n_coords: int, # number of masked coordinates
+                   sigma, # per-coordinate std for a member of average weight: one float, or `{member: std}`
+                   k: int, # the member computing its share
+                   partner_seeds: dict # `{partner j: seed shared by k and j}`
+                  ) -> torch.Tensor:
+    "Member `k`'s float64 pairwise-seed noise, from the seeds it shares with its partners only."
+    keys = sorted(weights)
+    if len(keys) < 2: raise ValueError("aggregation-neutral noise needs at least 2 members")
+    if not all(float(weights[j]) > 0 for j in keys): raise ValueError("aggregation weights must be > 0")
+    s = dict(zip(keys, _stds(sigma, keys).tolist()))
+    c = float(np.mean([weights[j] for j in keys])) / math.sqrt(len(keys) - 1)
+    acc = torch.zeros(int(n_coords), dtype=torch.float64)
+    for j in keys:
+        if j == k: continue
+        z = torch.randn(int(n_coords), generator=torch.Generator().manual_seed(int(partner_seeds[j])), dtype=torch.float64)
+        acc += (1 if k < j else -1) * math.sqrt(s[k] * s[j]) * z
+    return acc * (c / float(weights[k]))
+
+# %% ../nbs/api/09_cofedmid.ipynb #7e3c1a20
 def pairwise_neutral_noise(weights: dict, # `{member: aggregation weight w_k > 0}` of the members uploading this round
                            n_coords: int, # number of masked coordinates
-                           sigma: float, # per-coordinate noise std for a member of average weight
+                           sigma, # per-coordinate std for a member of average weight: one float, or `{member: std}`
                            pair_seeds: dict # `{(a, b): seed}` for every pair a < b of members
                           ) -> dict:
-    "`{member: float64 noise}` from pairwise shared seeds, scaled so that the weighted sum is zero."
+    "`{member: float64 noise}` from pairwise shared seeds (every member's `pairwise_share`): the weighted sum is zero."
     keys = sorted(weights)
-    m = len(keys)
-    if m < 2: raise ValueError("aggregation-neutral noise needs at least 2 members")
-    if not all(float(weights[k]) > 0 for k in keys): raise ValueError("aggregation weights must be > 0")
-    c = sigma * float(np.mean([weights[k] for k in keys])) / math.sqrt(m - 1)
-    out = {}
-    for k in keys:                                   # member k uses only the seeds it shares with its partners
-        acc = torch.zeros(int(n_coords), dtype=torch.float64)
-        for j in keys:
-            if j == k: continue
-            a, b = min(j, k), max(j, k)
-            z = torch.randn(int(n_coords), generator=torch.Generator().manual_seed(int(pair_seeds[(a, b)])), dtype=torch.float64)
-            acc += z if k == a else -z
-        out[k] = acc * (c / float(weights[k]))
-    return out
+    return {k: pairwise_share(weights, n_coords, sigma, k, {j: pair_seeds[min(j, k), max(j, k)] for j in keys if j != k})
+            for k in keys}
 
 # %% ../nbs/api/09_cofedmid.ipynb #acce7d02
-DEFAULT_SIGMA = 0.1   # calibrated for the small CNN on CIFAR-10 (see the table above)
+DEFAULT_SIGMA = 0.1   # noise_scale='absolute': std per coordinate, calibrated for the small CNN on CIFAR-10 (table above)
+RELATIVE_SIGMA = 3.0  # noise_scale='median' / 'member': noise norm as a multiple of the masked update norm
+NOISE_SCALES = ('absolute', 'median', 'member')
 
 # %% ../nbs/api/09_cofedmid.ipynb #ef83049c
 @dataclass
 class CoalitionMessage:
-    "The coordinator's per-round message to the coalition: class assignment, aggregation weights, noise coordination."
+    "The coordinator's per-round message to the coalition: class assignment, aggregation weights, noise mode."
     round: int            # round number
     members: tuple        # members taking part in the round, sorted
     n_classes: int        # number of classes C
     classes: dict         # `{member: tuple of class ids}` (empty without Module 1)
     weights: dict         # `{member: n_k / sum of n_j over the members}` (FedAvg's relative weights)
-    noise: str|None       # `'projected'`, `'pairwise'` or `None` (no Module 3)
-    noise_seed: int|None  # common seed of the projected noise (`None` otherwise)
+    noise: str|None       # `'projected'`, `'pairwise'` or `None` (no Module 3); the seeds never travel
+
+# %% ../nbs/api/09_cofedmid.ipynb #9c2d4e02
+SECRET_ENV = 'COFEDMID_COALITION_SECRET'   # the member-side environment variable holding the coalition secret
+
+def _hkdf(key: bytes, info: str, n: int = 32) -> bytes:
+    "`n` bytes derived from `key` by HKDF-SHA256 with the label `info`."
+    return HKDF(algorithm=hashes.SHA256(), length=n, salt=None, info=f'cofedmid/{info}'.encode()).derive(key)
+
+def _seed62(key: bytes, info: str) -> int:
+    "A seed below 2**62 derived from `key` with the label `info`."
+    return int.from_bytes(_hkdf(key, info, 8), 'big') >> 2
+
+def coalition_secret(secret: bytes|str|None = None # the secret; `None`: `$COFEDMID_COALITION_SECRET`, else fresh random bytes
+                    ) -> tuple:
+    "`(key, source)`: a 32-byte key from the given secret (`'given'`), the environment (`'env'`) or `os.urandom` (`'random'`)."
+    source = 'given'
+    if secret is None and os.environ.get(SECRET_ENV): secret, source = os.environ[SECRET_ENV], 'env'
+    if secret is None: return os.urandom(32), 'random'
+    if isinstance(secret, str): secret = secret.encode()
+    if not isinstance(secret, bytes) or not secret: raise ValueError(f"secret must be non-empty bytes or text, got {secret!r}")
+    return _hkdf(secret, 'coalition'), source
 
 # %% ../nbs/api/09_cofedmid.ipynb #286c9e43
 class CoFedMID(Defense):
@@ -215,29 +294,37 @@ class CoFedMID(Defense):
                  modules=MODULES, # module names (`MODULES`) or an ablation name (`ABLATIONS`)
                  max_class_ratio: float = 0.5, # M1: fraction of the classes per member in round 1
                  min_class_ratio: float = 0.2, # M1: fraction of the classes per member in the last round
-                 coverage: str = 'strict', # M1: `'strict'` (all classes covered every round) or `'loose'`
+                 coverage: str = 'strict', # M1: `'strict'` (coordinated: balanced, small overlaps) or `'loose'` (independent)
                  n_intervals: int = 10, # M2: difficulty intervals (bandit arms)
-                 init_round: int = 10, # M2: round in which the intervals are made and recycling starts
+                 init_round: int|float = 0.2, # M2: round in which recycling starts: a round (int) or a fraction of T (float)
+                 intervals: str = 'width', # M2: `'width'` (equal-width on the normalised loss) or `'quantile'` (equal-frequency)
                  rebin_every_round: bool = False, # M2: re-make the intervals every round
                  gamma: float = 0.2, # M2: EXP3 exploration
                  eta: float = 0.3, # M2: EXP3 step size
                  reward_window: int = 20, # M2: rewards kept for the percentile normalisation
                  recycle_ratio: float = 0.05, # M2: at most this fraction of the local set is recycled per round
-                 mu: float = 0.005, # M2: entropy weight of the compensation loss
+                 mu: float = 0.005, # M2: entropy weight of the compensation loss (the paper's; no measurable effect, see M2)
                  perturb_ratio: float = 0.2, # M3: fraction of coordinates perturbed
-                 mask: str = 'tail', # M3: `'tail'`, `'all'` or `'layer'`
-                 sigma: float = DEFAULT_SIGMA, # M3: noise std
-                 noise: str = 'projected', # M3: `'projected'` (common seed) or `'pairwise'` (pairwise seeds)
+                 mask: str = 'tail', # M3: `'tail'`, `'all'`, `'layer'` (fixed) or `'random'` (a new one every round)
+                 sigma: float|None = None, # M3: noise size (see `noise_scale`); `None`: `DEFAULT_SIGMA` or `RELATIVE_SIGMA`
+                 noise_scale: str = 'absolute', # M3: `'absolute'` std, or relative to the `'median'` / each `'member'`'s update
+                 noise: str = 'projected', # M3: `'projected'` (common seed) or `'pairwise'` (pairwise key agreement)
+                 solo: str = 'skip', # M3: a round with one uploading member: `'skip'` its noise (with a warning) or `'error'`
+                 secret: bytes|str|None = None, # M3: the coalition secret; `None`: `$COFEDMID_COALITION_SECRET`, else random
                  coalition_draw: str = 'random', # how a size or preset is turned into members (`pick_clients`' `how`)
                  pool: CandidatePool|None = None, # MIA candidates, to assert the validation shares avoid them
                  seed: int = 0 # the defense's seed (combined with the run's seed)
                 ):
         self.modules = _check_modules(modules)
         _check_ratios(max_class_ratio, min_class_ratio)
-        _check_choice('coverage', coverage, ('strict', 'loose')); _check_choice('noise', noise, ('projected', 'pairwise'))
-        perturb_mask([(10,)], perturb_ratio, mask)                       # validates ratio and kind
+        for n, v, opts in (('coverage', coverage, ('strict', 'loose')), ('noise', noise, ('projected', 'pairwise')),
+                           ('intervals', intervals, ('width', 'quantile')), ('noise_scale', noise_scale, NOISE_SCALES),
+                           ('solo', solo, ('skip', 'error'))): _check_choice(n, v, opts)
+        perturb_mask([(10,)], perturb_ratio, mask, torch.Generator())       # validates ratio and kind
+        if sigma is None: sigma = DEFAULT_SIGMA if noise_scale == 'absolute' else RELATIVE_SIGMA
         if not (isinstance(sigma, (int, float)) and sigma >= 0 and math.isfinite(sigma)): raise ValueError(f"sigma must be >= 0, got {sigma!r}")
-        for n, v in (('n_intervals', n_intervals), ('init_round', init_round), ('reward_window', reward_window)):
+        _check_init_round(init_round)
+        for n, v in (('n_intervals', n_intervals), ('reward_window', reward_window)):
             if not isinstance(v, (int, np.integer)) or v < 1: raise ValueError(f"{n} must be a positive integer, got {v!r}")
         if not 0 <= recycle_ratio <= 1: raise ValueError(f"recycle_ratio must be in [0, 1], got {recycle_ratio}")
         if not mu >= 0: raise ValueError(f"mu must be >= 0, got {mu}")
@@ -250,13 +337,20 @@ class CoFedMID(Defense):
                              "noise cannot cancel in the aggregate; drop 'perturbation' or add members")
         super().__init__(self.spec if isinstance(self.spec, list) else [])
         self.max_class_ratio, self.min_class_ratio, self.coverage = max_class_ratio, min_class_ratio, coverage
-        self.n_intervals, self.init_round, self.rebin_every_round = int(n_intervals), int(init_round), rebin_every_round
+        self.n_intervals, self.init_round, self.intervals = int(n_intervals), init_round, intervals
+        self.rebin_every_round = rebin_every_round
         self.gamma, self.eta, self.reward_window, self.recycle_ratio, self.mu = gamma, eta, int(reward_window), recycle_ratio, mu
-        self.perturb_ratio, self.mask, self.sigma, self.noise = perturb_ratio, mask, float(sigma), noise
-        self.coalition_draw, self.seed = coalition_draw, seed
+        self.perturb_ratio, self.mask, self.sigma, self.noise_scale = perturb_ratio, mask, float(sigma), noise_scale
+        self.noise, self.solo, self.coalition_draw, self.seed = noise, solo, coalition_draw, seed
         self.ready, self.members, self.run_seed = False, [], None
         self.val_parts, self.bandits, self.bins, self.exposure, self.messages, self.skipped = {}, {}, {}, {}, [], []
-        self._pool, self._mask, self._tmp = pool, None, {}
+        self._key, self.secret_source = coalition_secret(secret)
+        self._pool, self._mask, self._tmp, self._shared = pool, None, {}, {}
+
+def _check_init_round(v):
+    "`init_round` is a round number >= 1 (int) or a fraction of the rounds in (0, 1] (float)."
+    ok = v >= 1 if isinstance(v, (int, np.integer)) and not isinstance(v, bool) else isinstance(v, float) and 0 < v <= 1
+    if not ok: raise ValueError(f"init_round must be a round number >= 1 or a fraction of the rounds in (0, 1], got {v!r}")
 
 def _check_modules(modules) -> tuple:
     if isinstance(modules, str):
@@ -284,14 +378,32 @@ def _rng(self: CoFedMID, *stream) -> np.random.Generator:
     return rng(self.run_seed, 'cofedmid', self.seed, *stream)
 
 @patch
+def coalition_of(self: CoFedMID, n_clients: int, # clients K of the federation
+                 run_seed: int # the run's seed (the draw of a size, fraction or preset)
+                ) -> list:
+    "The members: the given ids, or a size / fraction / preset drawn as `ExperimentConfig.defended_clients` draws it."
+    return pick_clients(self.spec, n_clients, int(run_seed), 'coalition', how=self.coalition_draw)
+
+@patch
+def recycle_round(self: CoFedMID, total_rounds: int # rounds T of the run
+                 ) -> int:
+    "The round in which Module 2 makes its intervals and starts recycling; raises if Module 2 could never act."
+    r = int(self.init_round) if isinstance(self.init_round, (int, np.integer)) else max(1, math.ceil(self.init_round * total_rounds - 1e-9))
+    if 'compensation' in self.modules and r > total_rounds:
+        raise ValueError(f"init_round={r} is after the last round (rounds={total_rounds}): Module 2 would never recycle; "
+                         f"give init_round <= {total_rounds}, a fraction of the rounds (e.g. 0.2), or drop 'compensation'")
+    return r
+
+@patch
 def _setup(self: CoFedMID, sim):
     "Resolve and check the coalition against the federation, split the validation data, make the members' state."
     fed = sim.fed
-    members = pick_clients(self.spec, sim.n_clients, self.seed, 'coalition', how=self.coalition_draw)
+    members = self.coalition_of(sim.n_clients, sim.cfg.seed)
     if not members: raise ValueError("the coalition is empty: give at least one client")
     if 'perturbation' in self.modules and len(members) < 2:
         raise ValueError("Module 3 (perturbation) needs a coalition of at least 2 clients: with one member the "
                          "noise cannot cancel in the aggregate; drop 'perturbation' or add members")
+    self.recycle_round(sim.cfg.rounds)
     self.members, self.clients, self.run_seed = members, list(members), int(sim.cfg.seed)
     if 'compensation' in self.modules:
         val = np.asarray(fed.val, dtype=np.int64)
@@ -310,10 +422,27 @@ def _setup(self: CoFedMID, sim):
 
 # %% ../nbs/api/09_cofedmid.ipynb #c81dc06c
 @patch
-def _noise_seed(self: CoFedMID, rnd: int) -> int: return int(self._rng('noise', rnd).integers(2**62))
+def noise_seed(self: CoFedMID, rnd: int # round number
+              ) -> int:
+    "The projected noise's common seed of round `rnd`, derived from the coalition secret."
+    return _seed62(self._key, f'noise/{int(rnd)}')
 
 @patch
-def _pair_seed(self: CoFedMID, rnd: int, a: int, b: int) -> int: return int(self._rng('pair', rnd, a, b).integers(2**62))
+def public_key(self: CoFedMID, k: int # a member
+              ) -> bytes:
+    "Member `k`'s X25519 public key (the only key material that would cross the server)."
+    return X25519PrivateKey.from_private_bytes(_hkdf(self._key, f'member/{int(k)}')).public_key().public_bytes_raw()
+
+@patch
+def pair_seed(self: CoFedMID, rnd: int, # round number
+              k: int, # the member computing the seed (its private key)
+              j: int # its partner (its public key)
+             ) -> int:
+    "The seed members `k` and `j` share in round `rnd`: HKDF of their X25519 agreement (symmetric in `k`, `j`)."
+    if (k, j) not in self._shared:
+        sk = X25519PrivateKey.from_private_bytes(_hkdf(self._key, f'member/{int(k)}'))
+        self._shared[k, j] = sk.exchange(X25519PublicKey.from_public_bytes(self.public_key(j)))
+    return _seed62(self._shared[k, j], f'pair/{min(k, j)}/{max(k, j)}/{int(rnd)}')
 
 @patch
 def plan(self: CoFedMID,
@@ -326,14 +455,13 @@ def plan(self: CoFedMID,
     members = tuple(sorted(int(k) for k in sizes))
     classes = {}
     if 'partition' in self.modules:
-        s = class_schedule(rnd, total_rounds, n_classes, len(members), self.max_class_ratio, self.min_class_ratio, self.coverage)
+        s = class_schedule(rnd, total_rounds, n_classes, len(members), self.max_class_ratio, self.min_class_ratio)
         subsets = class_guided_partition(n_classes, len(members), s, self._rng('partition', rnd), self.coverage)
         classes = {k: tuple(int(c) for c in sub) for k, sub in zip(members, subsets)}
     tot = float(sum(sizes.values()))
     weights = {k: sizes[k] / tot for k in members}
-    pert = 'perturbation' in self.modules
-    return CoalitionMessage(int(rnd), members, int(n_classes), classes, weights, self.noise if pert else None,
-                            self._noise_seed(rnd) if pert and self.noise == 'projected' else None)
+    return CoalitionMessage(int(rnd), members, int(n_classes), classes, weights,
+                            self.noise if 'perturbation' in self.modules else None)
 
 @patch
 def before_round(self: CoFedMID, sim, rnd: int, participants: list):
@@ -365,17 +493,36 @@ def _sample_losses(sim, params: torch.Tensor, idx: np.ndarray, batch_size: int =
     model.train(was)
     return torch.cat(out).double().cpu().numpy() if out else np.zeros(0)
 
+def _intervals(loss: np.ndarray, n: int, how: str) -> np.ndarray:
+    "Interval 0..n-1 of each loss: equal-width on the min-max normalised loss, or equal-frequency ranks (`'quantile'`)."
+    if how == 'quantile': return (np.argsort(np.argsort(loss, kind='stable'), kind='stable') * n // max(1, len(loss))).astype(np.int16)
+    lo, hi = loss.min(), loss.max()
+    norm = (loss - lo) / (hi - lo) if hi > lo else np.zeros_like(loss)
+    return np.minimum((norm * n).astype(np.int64), n - 1).astype(np.int16)
+
 @patch
 def _bins(self: CoFedMID, ctx: ClientContext) -> np.ndarray:
     "Difficulty interval of each local sample (aligned with `ctx.indices`), made once or every round."
     k = ctx.client
     if self.rebin_every_round or k not in self.bins:
-        loss = _sample_losses(ctx.sim, ctx.sim.params, ctx.indices)
-        lo, hi = loss.min(), loss.max()
-        norm = (loss - lo) / (hi - lo) if hi > lo else np.zeros_like(loss)
-        self.bins[k] = np.minimum((norm * self.n_intervals).astype(np.int64), self.n_intervals - 1).astype(np.int16)
+        self.bins[k] = _intervals(_sample_losses(ctx.sim, ctx.sim.params, ctx.indices), self.n_intervals, self.intervals)
         ctx.log['binned'] = True
     return self.bins[k]
+
+@patch
+def _recycle(self: CoFedMID, ctx: ClientContext, excluded: np.ndarray) -> np.ndarray:
+    "M2: draw a non-empty interval of the excluded samples with the member's bandit and recycle up to the cap from it."
+    k, bins, bandit, g = ctx.client, self._bins(ctx), self.bandits[ctx.client], self._rng('recycle', ctx.round, ctx.client)
+    eb, cap = bins[_positions(ctx.indices, excluded)], int(math.floor(self.recycle_ratio * len(ctx.indices)))
+    allowed = np.unique(eb).tolist()
+    ctx.log |= {'recycle_cap': cap, 'nonempty_intervals': allowed}
+    if not cap or not allowed: return np.zeros(0, np.int64)             # nothing to recycle: no draw, no reward
+    ctx.log['arm_probs'] = [round(float(p), 5) for p in bandit.probs(allowed)]
+    arm = bandit.draw(g, allowed)
+    cand = excluded[eb == arm]
+    self._tmp['arm'][k] = (arm, allowed)
+    ctx.log |= {'arm': arm, 'n_candidates': int(len(cand))}
+    return np.sort(g.choice(cand, min(cap, len(cand)), replace=False))
 
 @patch
 def select_samples(self: CoFedMID, ctx: ClientContext, idx: np.ndarray) -> np.ndarray:
@@ -388,16 +535,8 @@ def select_samples(self: CoFedMID, ctx: ClientContext, idx: np.ndarray) -> np.nd
     if 'partition' in self.modules:
         keep = np.isin(ctx.sim.data.y_train.numpy()[idx], np.asarray(msg.classes[k], dtype=np.int64))
         ctx.log['classes'] = list(msg.classes[k])
-    excluded, rec = idx[~keep], np.zeros(0, np.int64)
-    if 'compensation' in self.modules and ctx.round >= self.init_round:
-        bins, bandit, g = self._bins(ctx), self.bandits[k], self._rng('recycle', ctx.round, k)
-        ctx.log['arm_probs'] = [round(float(p), 5) for p in bandit.probs()]
-        arm = bandit.draw(g)
-        cand = excluded[bins[_positions(ctx.indices, excluded)] == arm]
-        cap = int(math.floor(self.recycle_ratio * len(ctx.indices)))
-        if cap and len(cand): rec = np.sort(g.choice(cand, min(cap, len(cand)), replace=False))
-        self._tmp['arm'][k] = arm
-        ctx.log |= {'arm': arm, 'n_candidates': int(len(cand)), 'recycle_cap': cap}
+    rec = np.zeros(0, np.int64)
+    if 'compensation' in self.modules and ctx.round >= self.recycle_round(ctx.sim.cfg.rounds): rec = self._recycle(ctx, idx[~keep])
     ctx.log['n_recycled'] = int(len(rec))
     self._tmp['recycled'][k] = rec
     sel = np.sort(np.concatenate([idx[keep], rec]))
@@ -426,35 +565,78 @@ def transform_update(self: CoFedMID, ctx: ClientContext, delta: torch.Tensor) ->
     "Reward the round's arm with the drop of the member's validation loss over local training (M2); upload unchanged."
     k = ctx.client
     self._tmp.get('lookup', {}).pop(k, None)
-    arm = self._tmp.get('arm', {}).get(k)
-    if arm is not None:
+    drawn = self._tmp.get('arm', {}).get(k)
+    if drawn is not None:
+        arm, allowed = drawn
         v = self.val_parts[k]
         r = float(_sample_losses(ctx.sim, ctx.sim.params, v).mean() - _sample_losses(ctx.sim, ctx.sim.params + delta, v).mean())
-        if math.isfinite(r): ctx.log |= {'reward': r, 'reward_norm': self.bandits[k].update(arm, r)}
+        if math.isfinite(r): ctx.log |= {'reward': r, 'reward_norm': self.bandits[k].update(arm, r, allowed)}
         else: ctx.log['reward'] = None
     return delta
 
 # %% ../nbs/api/09_cofedmid.ipynb #d99b04e4
 @patch
+def round_mask(self: CoFedMID, model, # the model (or parameter shapes)
+               rnd: int # round number
+              ) -> torch.Tensor:
+    "The coordinates noised in round `rnd`: the fixed mask, or for `mask='random'` one drawn from the coalition secret."
+    if self.mask == 'random':
+        return perturb_mask(model, self.perturb_ratio, 'random', torch.Generator().manual_seed(_seed62(self._key, f'mask/{int(rnd)}')))
+    if self._mask is None: self._mask = perturb_mask(model, self.perturb_ratio, self.mask)
+    return self._mask
+
+@patch
+def noise_std(self: CoFedMID, norms: dict, # `{member: norm of its clean update on the mask}`
+              n_coords: int # masked coordinates
+             ):
+    "Per-coordinate std of the raw noise: `sigma`, or `sigma` x masked update norm / sqrt(n) (the median's or each member's)."
+    if self.noise_scale == 'absolute': return self.sigma
+    rms = {k: float(v) / math.sqrt(n_coords) for k, v in norms.items()}
+    if self.noise_scale == 'median': return self.sigma * float(np.median(list(rms.values())))
+    return {k: self.sigma * v for k, v in rms.items()}
+
+@patch
+def noise_share(self: CoFedMID, rnd: int, # round number
+                k: int, # the member
+                weights: dict, # `{member: FedAvg weight}` of the coalition members uploading this round
+                n_coords: int, # masked coordinates
+                std # the raw noise's std (`noise_std`)
+               ) -> torch.Tensor:
+    "Member `k`'s float64 noise: its row of the projected noise (common secret) or its pairwise share (its own seeds)."
+    if self.noise == 'projected': return neutral_noise(weights, n_coords, std, torch.Generator().manual_seed(self.noise_seed(rnd)))[k]
+    return pairwise_share(weights, n_coords, std, k, {j: self.pair_seed(rnd, k, j) for j in weights if j != k})
+
+@patch
+def solo_round(self: CoFedMID, rnd: int, # round number
+               k: int, # the one coalition member uploading
+               log: dict # its log of the round
+              ):
+    "A round with one uploading member: log it, then warn and skip its noise (`solo='skip'`) or raise (`'error'`)."
+    log.update(noise='skipped: single member' if self.solo == 'skip' else 'refused: single member', noise_norm=0.)
+    self.skipped.append(int(rnd))
+    msg = f"CoFedMID round {rnd}: member {k} is the only coalition member uploading, so Module 3 cannot cancel its noise"
+    if self.solo == 'error': raise RuntimeError(f"{msg} (solo='error'); use solo='skip', client_fraction=1 or a larger coalition")
+    warnings.warn(f"{msg}: its upload goes out without noise (solo='skip'; solo='error' refuses such rounds)")
+
+@patch
 def coordinate(self: CoFedMID, sim, rnd: int, uploads: dict, weights: dict) -> dict:
-    "Add aggregation-neutral noise on the common mask to the uploads of the members (M3)."
+    "Add aggregation-neutral noise on the round's mask to the uploads of the members (M3)."
     if 'perturbation' not in self.modules: return uploads
     logs, here = self._tmp.get('logs', {}), sorted(uploads)
     if len(here) < 2:
-        for k in here: logs.get(k, {}).update(noise='skipped: single member', noise_norm=0.)
-        self.skipped.append(int(rnd))
+        for k in here: self.solo_round(rnd, k, logs.setdefault(k, {}))
         return uploads
-    if self._mask is None: self._mask = perturb_mask(sim.model, self.perturb_ratio, self.mask)
     dev = uploads[here[0]].device
-    mask, n, w = self._mask.to(dev), int(self._mask.sum()), {k: float(weights[k]) for k in here}
-    if self.noise == 'projected': noise = neutral_noise(w, n, self.sigma, torch.Generator().manual_seed(self._noise_seed(rnd)))
-    else: noise = pairwise_neutral_noise(w, n, self.sigma, {(a, b): self._pair_seed(rnd, a, b) for a in here for b in here if a < b})
-    out = {}
+    mask = self.round_mask(sim.model, rnd).to(dev)
+    n, w = int(mask.sum()), {k: float(weights[k]) for k in here}
+    norms = {k: float(uploads[k][mask].double().norm()) for k in here}
+    std, out = self.noise_std(norms, n), {}
     for k in here:
+        z = self.noise_share(rnd, k, w, n, std)
         u = uploads[k].clone()
-        u[mask] += noise[k].to(device=dev, dtype=u.dtype)
+        u[mask] += z.to(device=dev, dtype=u.dtype)
         out[k] = u
-        if k in logs: logs[k].update(noise=self.noise, noise_norm=float(noise[k].norm()), masked_update_norm=float(uploads[k][mask].norm()))
+        if k in logs: logs[k].update(noise=self.noise, noise_norm=float(z.norm()), masked_update_norm=norms[k])
     return out
 
 # %% ../nbs/api/09_cofedmid.ipynb #65818c4d
@@ -482,41 +664,4 @@ def load_state_dict(self: CoFedMID, state: dict):
     for k, b in bandits.items():
         self.bandits[k] = EXP3(self.n_intervals, self.gamma, self.eta, self.reward_window)
         self.bandits[k].log_w, self.bandits[k].rewards = np.asarray(b['log_w'], float).copy(), list(b['rewards'])
-    self._tmp, self._mask = {}, None
-
-# %% ../nbs/api/09_cofedmid.ipynb #a4b87a54
-def _loss_series_aucs(traj, members, coalition) -> dict:
-    "Mean over `members` of Loss-Series AUCs (upload and global view) against OFL and IFL split by owner."
-    from sklearn.metrics import roc_auc_score
-    K, own, res = traj.n_clients, traj.cand_owner, {}
-    for k in members:
-        scores = {'upload': -np.nanmean(traj.loss[:, k, :], 0), 'global': -np.nanmean(traj.loss[:, K, :], 0)}
-        non = {'ofl': own == -1, 'ifl_coalition': np.isin(own, coalition) & (own != k),
-               'ifl_outside': (own >= 0) & ~np.isin(own, coalition)}
-        for v, sc in scores.items():
-            for n, nm in non.items():   # global view vs other members: 0.5 on average by symmetry, so left out
-                if not nm.any() or (v, n) == ('global', 'ifl_coalition'): continue
-                use = nm | (own == k)
-                res.setdefault(f'{v}_{n}', []).append(roc_auc_score(own[use] == k, sc[use]))
-    return {n: float(np.mean(a)) for n, a in res.items()}
-
-def _cifar_loss_series_study(data_dir: str, rounds: int = 20, coalition=(0, 1, 2, 3, 4), record_every: int = 2,
-                             seed: int = 0, **defense_kw) -> dict:
-    "Test accuracy and Loss-Series AUCs on the coalition members of CIFAR-10, without a defense and with CoFedMID."
-    from cofedmid.data import load_dataset
-    from cofedmid.partition import Federation
-    from cofedmid.fl import FedAvg, FLConfig
-    from cofedmid.trajectory import TrajectoryRecorder
-    data = load_dataset('cifar10', data_dir, progress=False)
-    fed = Federation.split(data.y_train.numpy(), n_clients=10, size=500, n_ofl=1000, n_val=500, seed=seed)
-    pool = CandidatePool.make(fed, n_per_client=250, n_ofl=1000, seed=seed)
-    out = {}
-    for name in ('none', 'cofedmid'):
-        defs = [CoFedMID(list(coalition), pool=pool, **defense_kw)] if name == 'cofedmid' else []
-        rec = TrajectoryRecorder(pool, record_every=record_every, grad_signals=False)
-        cfg = FLConfig(rounds=rounds, local_epochs=2, batch_size=64, lr=0.05, eval_size=2000, seed=seed, progress=False)
-        sim = FedAvg(data, fed, 'cnn', cfg, defenses=defs, observers=[rec])
-        sim.run()
-        out[name] = {'test_acc': sim.history[-1]['test_acc'], **_loss_series_aucs(rec.traj, list(coalition), list(coalition))}
-        if defs: out[name]['mean_exposure'] = float(np.mean([defs[0].exposure_counts(k).mean() for k in coalition]))
-    return out
+    self._tmp, self._mask, self._shared = {}, None, {}

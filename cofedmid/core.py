@@ -85,16 +85,17 @@ def _umask() -> int:
     return m
 
 @contextlib.contextmanager
-def atomic_path(dest: str|Path # the final file name
+def atomic_path(dest: str|Path, # the final file name
+                mode: int|None = None # file mode; default what a plain `open` gives (0666 less the umask)
                ):
-    "Yield a temporary path next to `dest`; on success rename it to `dest` (mode as `open` would give it), on error delete it."
+    "Yield a temporary path next to `dest`; on success rename it to `dest`, on error delete it."
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f'.{dest.name}.', suffix='.tmp')
     os.close(fd)
     try:
         yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())           # mkstemp makes 0600: others could not read a shared run or cache
+        os.chmod(tmp, 0o666 & ~_umask() if mode is None else mode)   # mkstemp makes 0600: others could not read a shared run
         os.replace(tmp, dest)
     except BaseException:
         with contextlib.suppress(FileNotFoundError): os.unlink(tmp)

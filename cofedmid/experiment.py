@@ -199,11 +199,12 @@ def target_client(self: ExperimentConfig) -> int:
 def attacked_clients(self: ExperimentConfig) -> list:
     "The clients attacked in turn: every client for `targets='all'`, else the listed ones (sorted, checked by `pick_clients`)."
     if self.targets == 'all': return list(range(self.n_clients))
-    try: return pick_clients(self.targets, self.n_clients, self.seed, what='targets')
+    try: return pick_clients(self.targets, self.n_clients, self.seed, what='targets', stream='targets')
     except (ValueError, TypeError) as e: raise ConfigError(str(e)) from None
 
 @patch
-def build_defenses(self: ExperimentConfig) -> list:
+def build_defenses(self: ExperimentConfig, secret: str|None = None # CoFedMID's coalition secret (member-side, never in the config)
+                  ) -> list:
     "The `Defense` objects of this experiment (an empty list for `'none'`); bad arguments raise `ConfigError`."
     if self.defense == _NO_DEFENSE: return []
     clients = self.defended_clients()
@@ -212,7 +213,11 @@ def build_defenses(self: ExperimentConfig) -> list:
         if self.defense == 'cofedmid':
             from cofedmid.cofedmid import CoFedMID
             if self.knob is not None: kw['sigma'] = self.knob
-            return [CoFedMID(clients, seed=self.seed, **kw)]
+            if 'secret' in kw: raise ValueError("the coalition secret must not go into defense_kwargs (they are written to "
+                                                "config.json, which the server holds); set $COFEDMID_COALITION_SECRET on the members")
+            d = CoFedMID(clients, seed=self.seed, secret=secret, **kw)
+            d.recycle_round(self.rounds)
+            return [d]
         from cofedmid.defenses import make_defense
         return [make_defense(self.defense, clients, self.knob, **kw)]
     except (ValueError, TypeError) as e: raise ConfigError(f"defense {self.defense!r}: {e}") from None
@@ -375,13 +380,23 @@ def _train_rounds(sim, cfg: ExperimentConfig, out: Path, log):
         bad = '' if math.isfinite(row['train_loss']) else '  (non-finite: the model diverged)'
         log(f"round {r:>3}/{cfg.rounds}  train loss {row['train_loss']:.3f}  {acc}  {row['seconds']:.1f} s{bad}")
 
+def _member_secret(cfg: ExperimentConfig, out: Path) -> str|None:
+    "The coalition secret of a simulated CoFedMID run: `$COFEDMID_COALITION_SECRET`, else drawn once and kept member-side in `out/members/`."
+    from cofedmid.cofedmid import SECRET_ENV
+    if cfg.defense != 'cofedmid' or os.environ.get(SECRET_ENV): return None
+    f = out/'members'/'coalition.secret'                   # the members' side of the simulation: no server-side file holds it
+    if not f.is_file():
+        with atomic_path(f, mode=0o600) as tmp: tmp.write_text(os.urandom(32).hex())
+    return f.read_text().strip()
+
 def _simulator(cfg: ExperimentConfig, out: Path, resume: bool, log, eng, data, fed) -> tuple:
     "`(simulator, recorder)` of `cfg`, restored from `out/checkpoint.pt` on resume; saves the layout."
     pool = CandidatePool.make(fed, cfg.members_per_client, seed=cfg.seed)
     save_layout(out/'layout.npz', fed, pool)
     from cofedmid.adaptive import AdaptiveRecorder
     rec = (AdaptiveRecorder if cfg.adaptive else TrajectoryRecorder)(pool, cfg.record_every, cfg.grad_signals, grad_every=cfg.grad_every)
-    sim = eng.make_sim(cfg, data, fed, [rec]) if eng else FedAvg(data, fed, cfg.model, cfg.fl_config(), cfg.build_defenses(), [rec])
+    sim = eng.make_sim(cfg, data, fed, [rec]) if eng else FedAvg(data, fed, cfg.model, cfg.fl_config(),
+                                                                  cfg.build_defenses(_member_secret(cfg, out)), [rec])
     if resume and (out/'checkpoint.pt').is_file():
         sim.load_state_dict(load_state(out/'checkpoint.pt'))
         log(f"resumed {out} after round {sim.round}")

@@ -10,14 +10,14 @@ import torch
 from fastcore.basics import patch
 from .partition import Federation
 from .fl import FedAvg, ClientContext, fedavg_weights, set_flat, _coordinates
-from .cofedmid import CoFedMID, neutral_noise, pairwise_neutral_noise, perturb_mask
+from .cofedmid import CoFedMID, SECRET_ENV
 from .experiment import ExperimentConfig, load_config, _layout
 
 _LOADED = time.time()   # when this process imported the module: a Flower client reports it (start-up timings)
 
 # %% auto #0
-__all__ = ['INSTALL_HINT', 'pairwise_share', 'neutral_share', 'layout', 'client_side', 'client_round', 'pack_log', 'unpack_log',
-           'make_client_app', 'FlowerFedAvg', 'FlowerEngine']
+__all__ = ['INSTALL_HINT', 'check_member_side', 'neutral_share', 'layout', 'client_side', 'client_round', 'pack_log',
+           'unpack_log', 'make_client_app', 'FlowerFedAvg', 'FlowerEngine']
 
 # %% ../nbs/api/11_flower.ipynb #4c1e451c
 INSTALL_HINT = "the Flower engine needs the extra: pip install 'cofedmid[flower]'"
@@ -30,23 +30,18 @@ def _require_flwr():
     except ImportError as e: raise ImportError(INSTALL_HINT) from e
     return flwr
 
-# %% ../nbs/api/11_flower.ipynb #fccdc4c2
-def pairwise_share(weights: dict, # `{member: aggregation weight w_k > 0}` of the members uploading this round
-                   n_coords: int, # number of masked coordinates
-                   sigma: float, # per-coordinate noise std for a member of average weight
-                   k: int, # the member computing its share
-                   partner_seeds: dict # `{partner j: seed shared by k and j}`
-                  ) -> torch.Tensor:
-    "Member `k`'s float64 noise of `pairwise_neutral_noise`, from the seeds it shares with its partners only."
-    keys = sorted(weights)
-    if len(keys) < 2: raise ValueError("aggregation-neutral noise needs at least 2 members")
-    c = sigma * float(np.mean([weights[j] for j in keys])) / math.sqrt(len(keys) - 1)
-    acc = torch.zeros(int(n_coords), dtype=torch.float64)
-    for j in keys:
-        if j == k: continue
-        z = torch.randn(int(n_coords), generator=torch.Generator().manual_seed(int(partner_seeds[j])), dtype=torch.float64)
-        acc += z if k < j else -z
-    return acc * (c / float(weights[k]))
+# %% ../nbs/api/11_flower.ipynb #ab12cd01
+def check_member_side(d, # a defense of the experiment
+                      secret: bool = True # also require a coalition secret the members share (`False` on the server)
+                     ):
+    "Raise, before training, for a CoFedMID coalition the Flower members cannot run: relative noise, no shared secret."
+    if not isinstance(d, CoFedMID) or 'perturbation' not in d.modules: return
+    if d.noise_scale != 'absolute':
+        raise ValueError(f"noise_scale={d.noise_scale!r} needs the coalition's masked update norms, which the Flower engine's "
+                         f"members do not exchange; use noise_scale='absolute' with the Flower engine")
+    if secret and d.secret_source == 'random':
+        raise ValueError(f"the Flower engine's coalition members need a common secret the server never sees: "
+                         f"set {SECRET_ENV} on every member's node")
 
 # %% ../nbs/api/11_flower.ipynb #5ef779d2
 def neutral_share(d: CoFedMID, # the coalition (its state on member `k`'s node)
@@ -57,19 +52,19 @@ def neutral_share(d: CoFedMID, # the coalition (its state on member `k`'s node)
                   weights: dict, # FedAvg weights `{client: w}` of the round's participants
                   log: dict # member `k`'s log of the round (updated like `coordinate` does)
                  ) -> torch.Tensor:
-    "Member `k`'s upload with its own share of the aggregation-neutral noise (Module 3), as `coordinate` would add it."
+    "Member `k`'s upload with its own share of the aggregation-neutral noise (Module 3), as `coordinate` adds it."
     if 'perturbation' not in d.modules: return delta
     here = sorted(j for j in weights if j in d.members)
     if len(here) < 2:
-        log.update(noise='skipped: single member', noise_norm=0.); d.skipped.append(int(rnd))
+        d.solo_round(rnd, k, log)
         return delta
-    if d._mask is None: d._mask = perturb_mask(sim.model, d.perturb_ratio, d.mask)
-    mask, n, w = d._mask.to(delta.device), int(d._mask.sum()), {j: float(weights[j]) for j in here}
-    if d.noise == 'projected': z = neutral_noise(w, n, d.sigma, torch.Generator().manual_seed(d._noise_seed(rnd)))[k]
-    else: z = pairwise_share(w, n, d.sigma, k, {j: d._pair_seed(rnd, min(j, k), max(j, k)) for j in here if j != k})
+    check_member_side(d)
+    mask = d.round_mask(sim.model, rnd).to(delta.device)
+    n, w = int(mask.sum()), {j: float(weights[j]) for j in here}
+    z = d.noise_share(rnd, k, w, n, d.noise_std({}, n))
     u = delta.clone()
     u[mask] += z.to(device=delta.device, dtype=u.dtype)
-    log.update(noise=d.noise, noise_norm=float(z.norm()), masked_update_norm=float(delta[mask].norm()))
+    log.update(noise=d.noise, noise_norm=float(z.norm()), masked_update_norm=float(delta[mask].double().norm()))
     return u
 
 # %% ../nbs/api/11_flower.ipynb #51a5d7f4
@@ -87,6 +82,7 @@ def client_side(experiment: str # the experiment config as JSON (what the server
         cfg = ExperimentConfig.from_dict(json.loads(experiment)).check()
         data, fed = layout(cfg)
         sim = FedAvg(data, fed, cfg.model, cfg.fl_config(), cfg.build_defenses())
+        for d in sim.defenses: check_member_side(d)
         _SIDES.clear()                                  # one experiment per process at a time
         _SIDES[experiment] = sim, [copy.deepcopy(d.state_dict()) for d in sim.defenses]
     return _SIDES[experiment]
@@ -283,6 +279,7 @@ class FlowerEngine:
 
     def make_sim(self, cfg: ExperimentConfig, data, fed: Federation, observers: list = ()) -> FlowerFedAvg:
         "The server-side simulator of `cfg` (no defense objects: defenses run on the clients)."
+        for d in cfg.build_defenses(): check_member_side(d, secret=False)
         return FlowerFedAvg(cfg, data, fed, observers, self.timeout)
 
     def backend(self) -> dict:

@@ -261,9 +261,10 @@ def _client_ids(ids, # an iterable of client ids
 def pick_clients(spec: list|int|float|str, # client ids, a count, a fraction of the clients, or a preset (`'pair'`, `'half'`)
                  n_clients: int, # number of clients K in the federation
                  seed: int = 0, # seed of the draw when `spec` is a count, a fraction or a preset
-                 what: str = 'defended', # what the clients are, for error messages and the draw's stream
+                 what: str = 'defended', # what the clients are, for error messages only
                  ordered: bool = False, # return a draw in draw order (first drawn first) instead of sorted
-                 how: str = 'random' # `'random'`: draw the clients; `'first'`: clients `0..m-1`
+                 how: str = 'random', # `'random'`: draw the clients; `'first'`: clients `0..m-1`
+                 stream: str = 'defended' # key of the draw's random stream: one request, one draw, whoever asks
                 ) -> list:
     "Sorted ids of the clients named by `spec`: a list is checked, a count, fraction or preset is drawn with `seed`."
     if isinstance(n_clients, bool) or not isinstance(n_clients, (int, np.integer)) or n_clients < 1:
@@ -280,7 +281,7 @@ def pick_clients(spec: list|int|float|str, # client ids, a count, a fraction of 
     if isinstance(s, (int, np.integer)) and not isinstance(s, bool):
         if not 0 <= s <= n_clients: raise ValueError(f"{what}={spec!r}: a count must be in 0..{n_clients} (the number of clients)")
         if how == 'first': return list(range(int(s)))
-        drawn = rng(seed, 'pick', what).permutation(n_clients)[:int(s)].tolist()   # nested in the count
+        drawn = rng(seed, 'pick', stream).permutation(n_clients)[:int(s)].tolist()   # nested in the count
         return drawn if ordered else sorted(drawn)
     if isinstance(s, bytes) or not hasattr(s, '__iter__'):
         raise TypeError(f"{what}={spec!r}: give client ids, a count, a fraction or a preset name")

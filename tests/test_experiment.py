@@ -12,6 +12,12 @@ def _smoke(**kw):
     base, _ = preset('smoke', **kw)
     return base
 
+@pytest.fixture(autouse=True)
+def coalition_secret(monkeypatch):
+    "CoFedMID's coalition secret in the members' environment: reruns and resumes are then byte-identical."
+    from cofedmid.cofedmid import SECRET_ENV
+    monkeypatch.setenv(SECRET_ENV, 'experiment tests')
+
 FILES = {'config.json', 'layout.npz', 'checkpoint.pt', 'trajectory.npz', 'history.json', 'results.csv', 'scores.npz', 'log.txt'}
 
 def test_artefacts(tmp_path):

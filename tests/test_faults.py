@@ -149,7 +149,8 @@ def test_edited_cache_is_rebuilt(tmp_path, monkeypatch):
 
 # --- nothing lost -----------------------------------------------------------------------------------------------------
 
-def test_ctrl_c_says_how_to_resume_and_resume_is_identical(tmp_path, interrupt_at):
+def test_ctrl_c_says_how_to_resume_and_resume_is_identical(tmp_path, interrupt_at, monkeypatch):
+    monkeypatch.setenv('COFEDMID_COALITION_SECRET', 'the members know it')      # the same noise in both runs
     cfg = _smoke(defense='cofedmid')
     run_experiment(cfg, tmp_path/'ref', verbose=False)
     cfg.save(tmp_path/'c.json')
@@ -186,8 +187,9 @@ def test_diverged_run_exits_3(tmp_path):
     _one_line(code, '', err, 3, 'the model diverged')
     assert 'ROC plots' not in out or any(tmp_path.glob('**/roc.png'))
 
-def test_resume_under_another_thread_count_is_identical(tmp_path, interrupt_at):
+def test_resume_under_another_thread_count_is_identical(tmp_path, interrupt_at, monkeypatch):
     "A cell started with 1 thread and resumed by a sweep worker with 2 keeps its recorded count: byte-identical."
+    monkeypatch.setenv('COFEDMID_COALITION_SECRET', 'the members know it')
     cfg = _smoke(defense='cofedmid')
     ex._run_cell(cfg, tmp_path/'ref', 1, False)
     interrupt_at(3)
@@ -244,3 +246,21 @@ def test_unusable_shared_cache_falls_back(tmp_path, monkeypatch):
     x, y = np.zeros((30, 4, 4, 3), np.uint8), np.repeat(np.arange(3), 10)
     p = data._save_cache('_toy', 'archive', tmp_path/'shared'/'cache', (x, y), (x, y), list('abc'))
     assert p.parent == tmp_path/'private' and data._load_cache(p, '_toy') is not None
+
+def test_drawn_coalition_secret_survives_a_resume(tmp_path, interrupt_at, monkeypatch):
+    "Without a given secret the runner draws one, keeps it member-side (0600, in no server-side file) and resumes with it."
+    monkeypatch.delenv('COFEDMID_COALITION_SECRET', raising=False)
+    cfg = _smoke(defense='cofedmid')
+    interrupt_at(3)
+    with pytest.raises(KeyboardInterrupt): run_experiment(cfg, tmp_path/'run', verbose=False)
+    f = tmp_path/'run'/'members'/'coalition.secret'
+    secret = f.read_text()
+    assert f.stat().st_mode & 0o777 == 0o600
+    interrupt_at(99)
+    run_experiment(cfg, tmp_path/'run', resume=True, verbose=False)
+    assert f.read_text() == secret
+    for p in (tmp_path/'run').iterdir():
+        if p.is_file(): assert secret.encode() not in p.read_bytes(), p.name
+    monkeypatch.setenv('COFEDMID_COALITION_SECRET', secret)                      # the same secret, given: the same run
+    run_experiment(cfg, tmp_path/'ref', verbose=False)
+    for n in ('results.csv', 'scores.npz'): assert (tmp_path/'run'/n).read_bytes() == (tmp_path/'ref'/n).read_bytes(), n

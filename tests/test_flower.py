@@ -7,8 +7,13 @@ from cofedmid.experiment import ExperimentConfig
 from cofedmid.fl import FedAvg, fedavg_weights
 from cofedmid.partition import CandidatePool
 from cofedmid.trajectory import TrajectoryRecorder
-from cofedmid.cofedmid import pairwise_neutral_noise
-from cofedmid.flower import INSTALL_HINT, _require_flwr, layout, client_side, client_round, pairwise_share, FlowerEngine
+from cofedmid.cofedmid import pairwise_neutral_noise, pairwise_share, SECRET_ENV
+from cofedmid.flower import INSTALL_HINT, _require_flwr, layout, client_side, client_round, FlowerEngine
+
+@pytest.fixture(autouse=True)
+def coalition_secret(monkeypatch):
+    "The members' common secret, in their environment (the in-process reference reads the same variable)."
+    monkeypatch.setenv(SECRET_ENV, 'flower test coalition')
 
 def _cfg(noise='projected', **kw):
     "3 clients x 2 rounds, a 2-member CoFedMID coalition with all modules (compensation from round 1)."
@@ -73,6 +78,15 @@ def test_client_rounds_replay_with_client_sampling():
 def test_baseline_client_rounds_replay(defense, knob):
     "Baseline defenses (DP-SGD keeps an accountant per client) replay exactly too."
     _replay(ExperimentConfig.from_dict(_cfg().to_dict() | dict(defense=defense, knob=knob, defense_kwargs={})))
+
+def test_member_side_refusals_before_training(monkeypatch):
+    "A member node without the coalition secret, or a relative noise scale, is refused when the node is set up."
+    monkeypatch.delenv(SECRET_ENV)
+    with pytest.raises(ValueError, match=f"set {SECRET_ENV} on every member's node"): client_side(json.dumps(_cfg().to_dict()))
+    monkeypatch.setenv(SECRET_ENV, 'x')
+    cfg = ExperimentConfig.from_dict(_cfg().to_dict() | dict(defense_kwargs={'init_round': 1, 'noise_scale': 'median'}))
+    with pytest.raises(ValueError, match="noise_scale='median' needs the coalition's masked update norms"):
+        client_side(json.dumps(cfg.to_dict()))
 
 def test_flower_sim_needs_a_grid_and_cannot_resume_a_defended_run():
     pytest.importorskip('flwr')

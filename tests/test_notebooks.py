@@ -22,6 +22,7 @@ sys.exit(0 if ok else 1)"""
 def test_notebook(nb, threads, request):
     force = ['slow'] if request.config.getoption('--runslow') else []
     code = _RUN.format(threads=threads, nb=str(nb), force=force, root=str(ROOT))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get('PYTHONPATH', '')]).rstrip(os.pathsep))
+    env = dict(os.environ, COFEDMID_COALITION_SECRET='notebook tests',   # CoFedMID's noise: the same every run
+               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get('PYTHONPATH', '')]).rstrip(os.pathsep))
     r = subprocess.run([sys.executable, '-c', code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600)
     assert r.returncode == 0, f"{nb.name} failed alone at {threads} thread(s):\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}"
