@@ -214,8 +214,8 @@ def _bg(argv, **kw):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 def test_two_sweeps_into_one_folder_keep_every_row(tmp_path):
-    common = ['sweep', '--preset', 'smoke', '--quiet', '--set', 'rounds=1', 'attacks=[loss]', '--jobs', '1', '--out', tmp_path]
-    a, b = _bg([*common, '--grid', 'seed=0,1', 'defense=none']), _bg([*common, '--resume', '--grid', 'seed=2,3', 'defense=none'])
+    common = ['sweep', '--preset', 'smoke', '--quiet', '--set', 'rounds=1', 'attacks=[loss]', '--jobs', '1', '--out', tmp_path, '--resume']
+    a, b = _bg([*common, '--grid', 'seed=0,1', 'defense=none']), _bg([*common, '--grid', 'seed=2,3', 'defense=none'])   # into one folder at once
     for p in (a, b): assert p.wait(300) == 0, p.stderr.read()
     cells = set(pd.read_csv(tmp_path/'results.csv').cell)
     assert cells == {f'defense=none,seed={s}' for s in range(4)}, cells
