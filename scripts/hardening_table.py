@@ -5,7 +5,7 @@ CoFedMID modules, adaptive server views recorded).
 
 Run (one cell at a time, resumable; ~5 min per cell on a 2-core CPU shared with two other jobs):
 
-    COFEDMID_DATA=/work/shared/data nohup python scripts/hardening_table.py OUT_DIR > OUT_DIR.log 2>&1 &
+    COFEDMID_DATA=DATA_FOLDER nohup python scripts/hardening_table.py OUT_DIR > OUT_DIR.log 2>&1 &
     python scripts/hardening_table.py OUT_DIR --table      # the markdown table of the finished cells
 """
 import json, math, os, sys
