@@ -66,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
                             "(needs pip install 'cofedmid[flower]')")
         r.add_argument('--jobs', type=int, help='cells run at once, each in its own process (default: one per CPU core, one on a GPU)')
         r.add_argument('--quiet', action='store_true', help='print only the summary')
+        r.add_argument('--keep-checkpoint', action='store_true', help='keep checkpoint.pt after a finished single run')
     rp = sub.add_parser('report', help='recompute results.csv and summary.csv of a run or sweep folder from its saved scores')
     rp.add_argument('dir', help='a run folder (with config.json) or a sweep folder (with cells/)')
     ev = sub.add_parser('evaluate', help='score a finished run again with other attacks or views, without retraining')
@@ -141,7 +142,7 @@ def _experiment(a) -> tuple:
     cfg, grid, name = _build(a)
     if a.command == 'sweep' and not grid: raise ConfigError("sweep needs a grid: --grid field=v1,v2 (or a preset with one)")
     out = Path(a.out or f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    if not grid: return run_experiment(cfg, out, resume=a.resume, verbose=not a.quiet, engine=a.engine), out
+    if not grid: return run_experiment(cfg, out, resume=a.resume, verbose=not a.quiet, engine=a.engine, keep_checkpoint=a.keep_checkpoint), out
     if out.is_dir() and any(out.iterdir()) and not a.resume:
         raise FileExistsError(f"output folder {out} exists and is not empty; resume it (--resume) or choose another --out")
     try: return sweep(cfg, grid, out, verbose=not a.quiet, jobs=a.jobs, engine=a.engine), out

@@ -481,7 +481,7 @@ def _finish(cfg: ExperimentConfig, out: Path, traj: Trajectory, scores: dict, lo
             f"or the defense's knob")
     return pd.read_csv(out/'results.csv')                          # exactly what a resumed (finished) run returns
 
-def _run_locked(cfg: ExperimentConfig, out: Path, resume: bool, verbose: bool, eng, prefix: str) -> pd.DataFrame:
+def _run_locked(cfg: ExperimentConfig, out: Path, resume: bool, verbose: bool, eng, prefix: str, keep_checkpoint: bool) -> pd.DataFrame:
     "`run_experiment` once it holds the folder's lock."
     cfg = _resolve_threads(cfg, out, resume)
     _check_out(cfg, out, resume)
@@ -495,6 +495,7 @@ def _run_locked(cfg: ExperimentConfig, out: Path, resume: bool, verbose: bool, e
         t1 = time.perf_counter()
         scores = _score_run(cfg, traj, log)
     res = _finish(cfg, out, traj, scores, log)
+    if not keep_checkpoint: (out/'checkpoint.pt').unlink(missing_ok=True)   # the trajectory is saved: only a resume of an unfinished run needs it
     log(f"done in {time.perf_counter() - t0:.0f} s (attacks {time.perf_counter() - t1:.0f} s, {len(scores)} targets): "
         f"test accuracy {res.test_acc.iloc[0]:.3f}; results in {out}/results.csv\n"
         f"rerun: cofedmid run --config {out}/config.json --out NEW_FOLDER\nrecompute the tables: cofedmid report {out}")
@@ -505,7 +506,8 @@ def run_experiment(cfg: ExperimentConfig, # the experiment
                    resume: bool = False, # continue an interrupted run in `out`, re-score a finished one with other attacks, or return its results
                    verbose: bool = True, # print progress (always written to `log.txt`)
                    engine='inprocess', # `'inprocess'`, `'flower'` (Flower's simulation engine) or an engine object
-                   prefix: str = '' # put before every printed line (a sweep's parallel cells: the cell's name)
+                   prefix: str = '', # put before every printed line (a sweep's parallel cells: the cell's name)
+                   keep_checkpoint: bool = False # keep `checkpoint.pt` once the run finished (only an unfinished run needs it)
                   ) -> pd.DataFrame:
     "Train, record, attack every target and write every artefact of `cfg` into `out` (one process at a time); returns the results table."
     eng = _engine(engine)                      # a bad engine or a missing Flower extra fails first ...
@@ -514,7 +516,7 @@ def run_experiment(cfg: ExperimentConfig, # the experiment
     if out.exists() and not out.is_dir(): raise ConfigError(f"--out {out} is a file, not a folder")
     created = not out.exists()
     try:
-        with folder_lock(out): return _run_locked(cfg, out, resume, verbose, eng, prefix)
+        with folder_lock(out): return _run_locked(cfg, out, resume, verbose, eng, prefix, keep_checkpoint)
     except (ConfigError, DataError):
         if created and all(p.name == '.lock' for p in out.iterdir()): shutil.rmtree(out, ignore_errors=True)   # leave nothing behind
         raise

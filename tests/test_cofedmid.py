@@ -297,7 +297,7 @@ def test_server_side_objects_do_not_regenerate_the_noise(tmp_path, variant, monk
     secret = 'known to the members only'
     monkeypatch.setenv(SECRET_ENV, secret)
     cfg, _ = preset('smoke', defense='cofedmid', defended=[0, 1, 2], defense_kwargs={'modules': 'm3', 'noise': variant})
-    run_experiment(cfg, tmp_path/'run', verbose=False)
+    run_experiment(cfg, tmp_path/'run', verbose=False, keep_checkpoint=True)
     key = cfg.build_defenses()[0]._key
     for f in (tmp_path/'run').iterdir():                                               # nothing the server holds has it
         if f.is_dir(): continue                                                         # members/: the members' side

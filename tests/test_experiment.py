@@ -18,11 +18,14 @@ def coalition_secret(monkeypatch):
     from cofedmid.cofedmid import SECRET_ENV
     monkeypatch.setenv(SECRET_ENV, 'experiment tests')
 
-FILES = {'config.json', 'layout.npz', 'checkpoint.pt', 'trajectory.npz', 'history.json', 'results.csv', 'scores.npz', 'log.txt'}
+FILES = {'config.json', 'layout.npz', 'trajectory.npz', 'history.json', 'results.csv', 'scores.npz', 'log.txt'}
 
 def test_artefacts(tmp_path):
     res = run_experiment(_smoke(defense='none'), tmp_path/'a', verbose=False)
     assert FILES <= {p.name for p in (tmp_path/'a').iterdir()}
+    assert not (tmp_path/'a'/'checkpoint.pt').exists()                 # a finished run needs no checkpoint (2/3 of its bytes)
+    run_experiment(_smoke(defense='none', rounds=1), tmp_path/'k', verbose=False, keep_checkpoint=True)
+    assert (tmp_path/'k'/'checkpoint.pt').is_file()
     cols = ['target', 'target_defended', 'attack', 'view', 'nonmembers', 'auc', 'auc_ci_low', 'auc_ci_high',
             'tpr_at_1pct_fpr', 'tpr_at_0_1pct_fpr', 'n_members', 'n_nonmembers', 'note', 'dataset', 'model', 'defense',
             'coalition_size', 'seed', 'test_acc']
