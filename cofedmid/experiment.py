@@ -109,14 +109,10 @@ def _is(kind: str, v) -> bool:
     return isinstance(v, {'str': str, 'list': (list, tuple), 'dict': dict}[kind])
 
 def _check_types(cfg: ExperimentConfig):
-    "Raise `ConfigError` for the first field whose value does not have its declared type (ids in lists: integers)."
+    "Raise `ConfigError` for the first field whose value does not have its declared type (ids in lists: `pick_clients`)."
     for f in fields(cfg):
         kinds, v = [k.strip() for k in str(f.type).split('|')], getattr(cfg, f.name)
         if not any(_is(k, v) for k in kinds): raise ConfigError(f"{f.name}={v!r} must be {' or '.join(_KINDS[k] for k in kinds)}")
-    for name in ('defended', 'targets'):
-        v = getattr(cfg, name)
-        if isinstance(v, (list, tuple)) and not all(_is('int', x) for x in v):
-            raise ConfigError(f"{name}={v!r}: client ids must be integers")
 
 # %% ../nbs/api/10_experiment.ipynb #6dd042c5
 def _check_sizes(cfg: ExperimentConfig):
@@ -281,11 +277,14 @@ _SCORING = ('attacks', 'views', 'targets', 'target', 'device')   # fields that d
 
 def _is_tmp(p: Path) -> bool: return p.name.startswith('.') and p.name.endswith('.tmp')
 
-def _check_out(cfg: ExperimentConfig, out: Path, resume: bool):
-    "Refuse a file, a sweep folder, a non-empty folder (unless resuming); on resume, a folder that trained another config."
+def _refuse_file(out: Path):
+    "`ConfigError` if `out` exists and is not a folder (checked before a run or sweep makes anything in it)."
     if out.exists() and not out.is_dir(): raise ConfigError(f"--out {out} is a file, not a folder")
+
+def _check_out(cfg: ExperimentConfig, out: Path, resume: bool) -> dict|None:
+    "Refuse a sweep folder, a non-empty folder (unless resuming), a folder that trained another config; returns its old config."
     if (out/'cells').is_dir(): raise ConfigError(f"{out} is a sweep folder (it has cells/): give a single run its own --out")
-    if not (out.exists() and any(p.name != '.lock' and not _is_tmp(p) for p in out.iterdir())): return
+    if not (out.exists() and any(p.name != '.lock' and not _is_tmp(p) for p in out.iterdir())): return None
     if not resume: raise FileExistsError(f"output folder {out} exists and is not empty; resume it (--resume) or choose another --out")
     old = out/'config.json'
     if not old.is_file(): raise FileExistsError(f"output folder {out} is not empty and holds no config.json: not a cofedmid run")
@@ -294,6 +293,7 @@ def _check_out(cfg: ExperimentConfig, out: Path, resume: bool):
     b = cfg.to_dict()
     diff = [k for k in b if k not in _SCORING and a.get(k) != b[k] and not (k == 'threads' and a[k] is None)]
     if diff: raise ConfigError(f"cannot resume {out}: its config differs in {diff}")
+    return a
 
 def _resolve_threads(cfg: ExperimentConfig, out: Path, resume: bool) -> ExperimentConfig:
     "`cfg` with `threads` set: as given, else as recorded in `out/config.json` (on resume), else torch's current count."
@@ -463,9 +463,9 @@ def _roc_png(traj: Trajectory, cfg: ExperimentConfig, scores: dict, path: Path, 
         fig.tight_layout(); fig.savefig(path); plt.close(fig)
 
 # %% ../nbs/api/10_experiment.ipynb #5f595f86
-def _same_scoring(cfg: ExperimentConfig, out: Path) -> bool:
-    "Whether the finished run in `out` was scored with the attacks, views and targets `cfg` asks for."
-    old = load_config(out/'config.json').to_dict()
+def _same_scoring(cfg: ExperimentConfig, old: dict # the run's recorded config (`_check_out`)
+                 ) -> bool:
+    "Whether a run recorded as `old` was scored with the attacks, views and targets `cfg` asks for."
     return all(old[k] == v for k, v in cfg.to_dict().items() if k in _SCORING and k != 'device')
 
 def _finish(cfg: ExperimentConfig, out: Path, traj: Trajectory, scores: dict, log) -> pd.DataFrame:
@@ -484,9 +484,9 @@ def _finish(cfg: ExperimentConfig, out: Path, traj: Trajectory, scores: dict, lo
 def _run_locked(cfg: ExperimentConfig, out: Path, resume: bool, verbose: bool, eng, prefix: str, keep_checkpoint: bool) -> pd.DataFrame:
     "`run_experiment` once it holds the folder's lock."
     cfg = _resolve_threads(cfg, out, resume)
-    _check_out(cfg, out, resume)
+    old = _check_out(cfg, out, resume)
     remove_stale_tmp(out)                                          # what a killed writer left
-    if resume and (out/'results.csv').is_file() and _same_scoring(cfg, out): return pd.read_csv(out/'results.csv')
+    if old and (out/'results.csv').is_file() and _same_scoring(cfg, old): return pd.read_csv(out/'results.csv')
     with _torch_threads(cfg.threads): data, fed = _layout(cfg)     # a federation that does not fit fails before any file
     cfg.save(out/'config.json')
     log, t0 = _Log(out/'log.txt', verbose, prefix), time.perf_counter()
@@ -513,7 +513,7 @@ def run_experiment(cfg: ExperimentConfig, # the experiment
     eng = _engine(engine)                      # a bad engine or a missing Flower extra fails first ...
     cfg.check()                                # ... then every config problem, before any file is written
     out = Path(out)
-    if out.exists() and not out.is_dir(): raise ConfigError(f"--out {out} is a file, not a folder")
+    _refuse_file(out)                          # before the lock makes the folder
     created = not out.exists()
     try:
         with folder_lock(out): return _run_locked(cfg, out, resume, verbose, eng, prefix, keep_checkpoint)
@@ -531,7 +531,8 @@ def rescore(run: str|Path, # a run folder whose training finished (it has `traje
     run = Path(run)
     if not (run/'config.json').is_file(): raise ConfigError(f"{run} holds no config.json: not a cofedmid run")
     if not (run/'trajectory.npz').is_file(): raise ConfigError(f"{run} has no trajectory.npz: its training has not finished; resume it first")
-    cfg = replace(load_config(run/'config.json'), attacks=attacks, views=list(views or load_config(run/'config.json').views))
+    cfg = load_config(run/'config.json')
+    cfg = replace(cfg, attacks=attacks, views=list(views or cfg.views))
     return run_experiment(cfg, run, resume=True, verbose=verbose)
 
 # %% ../nbs/api/10_experiment.ipynb #881bc4c0
@@ -579,7 +580,7 @@ def _jobs(jobs: int|None, n_cells: int, cfgs: list) -> int:
 
 def _sweep_cells(base: ExperimentConfig, grid: dict|list, out: Path) -> tuple:
     "`(names, configs, folders)` of the grid's cells, each config checked; a file or a single run's folder as `out` is refused."
-    if out.exists() and not out.is_dir(): raise ConfigError(f"--out {out} is a file, not a folder")
+    _refuse_file(out)
     if (out/'config.json').is_file(): raise ConfigError(f"{out} holds a single run (config.json): give the sweep its own --out")
     cells, cfgs = grid_cells(grid), []
     for cell in cells:
