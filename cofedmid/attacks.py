@@ -22,8 +22,9 @@ from .metrics import roc_metrics
 __all__ = ['ATTACKS', 'AttackUnavailable', 'MissingSignalError', 'Attack', 'register', 'toy_trajectory', 'attack_scores',
            'loss_attack', 'grad_cosine_attack', 'grad_diff_attack', 'grad_norm_attack', 'loss_series_attack',
            'avg_cosine_attack', 'fta_loss_attack', 'fta_conf_attack', 'fedmia_1_attack', 'fedmia_2_attack',
-           'seqmia_attack', 'class_aware_loss_attack', 'class_aware_loss_series_attack', 'score_attacks', 'score_table',
-           'evaluate', 'evaluate_rounds', 'scores_as_stored', 'save_scores', 'load_scores']
+           'seqmia_attack', 'class_aware_loss_attack', 'class_aware_loss_series_attack',
+           'direction_aware_loss_series_attack', 'score_attacks', 'score_table', 'evaluate', 'evaluate_rounds',
+           'scores_as_stored', 'save_scores', 'load_scores']
 
 # %% ../nbs/api/07_attacks.ipynb #5c3360ed
 class AttackUnavailable(ValueError):
@@ -464,6 +465,23 @@ _CLASS_THREAT = ("defense-aware server (threat model (a), `cofedmid.adaptive`): 
 register(Attack('class_aware_loss', class_aware_loss_attack, 'adaptive', ('loss', 'margin'), ('upload',), _CLASS_THREAT))
 register(Attack('class_aware_loss_series', class_aware_loss_series_attack, 'adaptive', ('loss',), ('upload',), _CLASS_THREAT));
 
+
+# %% ../nbs/api/07_attacks.ipynb #61811a3b
+def direction_aware_loss_series_attack(traj: Trajectory, target: int, v: int, rounds: np.ndarray,
+                                       defended: list|tuple = (), # the defended clients (the coalition), known to this server; `()`: none
+                                       agg: str = 'mean', # aggregate over rounds, as in Loss-Series
+                                       signal: str = 'loss' # `'loss'` or `'margin'`, as in Loss-Series
+                                      ) -> np.ndarray:
+    "Direction-aware Loss-Series: the Loss-Series score, reversed when the target is a coalition member."
+    s = loss_series_attack(traj, target, v, rounds, agg, signal)
+    return -s if int(target) in {int(k) for k in defended} else s
+
+register(Attack('direction_aware_loss_series', direction_aware_loss_series_attack, 'adaptive', ('loss',), ('upload',),
+                threat=("coalition-aware server (threat model (b)): knows who is in the coalition; a member trains with "
+                        "CoFedMID's anti-overconfidence loss while every client starts each round from a global model that "
+                        "has memorised the undefended clients' data, so against the undefended clients' samples "
+                        "(`ifl_undefended`) a member's own samples are the *less* fitted ones: the score is reversed for "
+                        "coalition targets, decided from the coalition alone, never from the outcome")));
 
 # %% ../nbs/api/07_attacks.ipynb #01359b82
 def _nonmember_sets(traj: Trajectory, target: int, nonmembers: tuple, coalition) -> dict:

@@ -437,8 +437,9 @@ def _score_run(cfg: ExperimentConfig, traj: Trajectory, log=print) -> dict:
     from cofedmid.attacks import score_attacks, scores_as_stored, ATTACKS
     coalition, views = cfg.defended_clients(), cfg.views + (list(ADAPTIVE_VIEWS) if cfg.adaptive else [])
     out = {}
+    defended = coalition if cfg.defense != _NO_DEFENSE else []     # what the coalition-aware server knows
     for t in cfg.attacked_clients():
-        s, notes = score_attacks(traj, t, cfg.attacks, views, coalition=coalition or None, skip_unavailable=True)
+        s, notes = score_attacks(traj, t, cfg.attacks, views, coalition=coalition or None, skip_unavailable=True, defended=defended)
         for n in notes:                                  # not the attack's view rule: the trajectory could not support it
             if not n.endswith(f"({ATTACKS[n.split(':')[0]].threat})"): log(f"target {t}: {n}")
         out[t] = {k: scores_as_stored(v) for k, v in s.items()}

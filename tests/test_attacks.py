@@ -8,7 +8,8 @@ from cofedmid.attacks import (ATTACKS, attack_scores, evaluate, save_scores, loa
                               MissingSignalError)
 
 NAMES = ['loss', 'grad_cosine', 'grad_diff', 'grad_norm', 'loss_series', 'avg_cosine', 'fta_loss', 'fta_conf',
-         'fedmia_1', 'fedmia_2', 'seqmia', 'class_aware_loss', 'class_aware_loss_series']
+         'fedmia_1', 'fedmia_2', 'seqmia', 'class_aware_loss', 'class_aware_loss_series',
+         'direction_aware_loss_series']
 
 def _se(n1, n0):
     "Standard error of the AUC when scores carry no membership signal."
@@ -78,7 +79,7 @@ def test_separable_toy_gives_high_auc(attack):
 
 def test_exchangeable_toy_stays_near_half():
     tab, scores = evaluate(toy_trajectory(effect=0.0, n_per_client=200, n_ofl=400, seed=3), 0)
-    assert set(tab.attack) == set(NAMES) and len(tab) == 22*3        # 9 attacks x 2 views + 4 upload-only
+    assert set(tab.attack) == set(NAMES) and len(tab) == 23*3        # 9 attacks x 2 views + 5 upload-only
     dev = np.abs(tab.auc - 0.5)/_se(tab.n_members, tab.n_nonmembers)
     assert (dev < 4).all(), tab[dev >= 4]
 
@@ -97,7 +98,7 @@ def test_bad_attack_input():
     assert isinstance(pytest.raises(MissingSignalError, lambda: attack_scores(nograd, 'avg_cosine', 0)).value, ValueError)
     tab, _ = evaluate(nograd, 0, views=('upload',), nonmembers=('ofl',))        # attacks=None: skip with a note
     assert set(tab.attack) == {'loss', 'loss_series', 'fta_loss', 'fta_conf', 'fedmia_1', 'seqmia', 'class_aware_loss',
-                               'class_aware_loss_series'}
+                               'class_aware_loss_series', 'direction_aware_loss_series'}
     assert sum('skipped' in n for n in tab.attrs['notes']) == 5
 
 def test_seqmia_cross_fitted_scores_every_candidate_once(monkeypatch):
@@ -170,7 +171,7 @@ def test_cifar10_trajectory_attacks_vs_loss(cifar10_fed):
            observers=[rec]).run()
     tab, _ = evaluate(rec.traj, 0, views=('upload',), nonmembers=('ofl', 'ifl'))
     assert set(tab.attack) == {'loss', 'loss_series', 'fta_loss', 'fta_conf', 'fedmia_1', 'seqmia', 'class_aware_loss',
-                               'class_aware_loss_series'}   # no gradient signals
+                               'class_aware_loss_series', 'direction_aware_loss_series'}   # no gradient signals
     auc = tab.set_index(['attack', 'nonmembers']).auc
     tpr = tab.set_index(['attack', 'nonmembers']).tpr_at_1pct_fpr
     print(tab.round(3).to_string())
