@@ -6,12 +6,7 @@
 from __future__ import annotations
 import argparse, contextlib, json, sys, time
 from pathlib import Path
-import pandas as pd
-from .experiment import (ExperimentConfig, ConfigError, SweepError, PRESETS, preset, load_config, run_experiment, sweep,
-                                 grid_cells, summary, summarize, strongest, report, rescore, diverged_round,
-                                 RunInterrupted, _config_fields)
-from .data import DataError
-from .core import BusyError, CheckpointError
+# the library (torch, pandas) is imported inside the commands: `cofedmid run` without arguments answers at once
 
 # %% auto #0
 __all__ = ['main', 'cli']
@@ -36,11 +31,12 @@ def _pairs(items: list, what: str) -> dict:
 
 def _build(a) -> tuple:
     "`(base config, grid, default output name)` from the parsed arguments."
+    from cofedmid.experiment import ExperimentConfig, ConfigError, preset, config_fields
     base, grid, name = {}, {}, 'run'
     if a.preset:
         b, grid = preset(a.preset); base, name = b.to_dict(), a.preset
     if a.config:
-        base |= _config_fields(a.config); name = Path(a.config).stem
+        base |= config_fields(a.config); name = Path(a.config).stem
     base |= {k: _parse_value(v) for k, v in _pairs(a.set, '--set').items()}
     extra = {k: [_parse_value(x) for x in v.split(',')] for k, v in _pairs(a.grid, '--grid').items()}
     cfg = ExperimentConfig.from_dict(base)
@@ -55,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest='command', required=True)
     for cmd, hlp in (('run', 'run an experiment, a preset or a grid of experiments'), ('sweep', 'run a grid of experiments')):
         r = sub.add_parser(cmd, help=hlp)
-        r.add_argument('--preset', choices=list(PRESETS), help='start from a preset (its settings and grid)')
+        r.add_argument('--preset', metavar='NAME', help='start from a preset (its settings and grid; see `cofedmid presets`)')
         r.add_argument('--config', help='a YAML or JSON config file')
         r.add_argument('--set', nargs='*', metavar='FIELD=VALUE', help='override config fields')
         r.add_argument('--grid', nargs='*', metavar='FIELD=V1,V2', help='values a field takes across the cells of a sweep')
@@ -84,6 +80,7 @@ _LEGEND = ("AUC: 0.5 = chance, 1 = every member ranked above every non-member; l
 
 def _verdict(res: pd.DataFrame) -> str|None:
     "One line comparing the strongest upload-view attack (vs OFL) with and without the defense (a two-setting run, like the demo)."
+    from cofedmid.experiment import strongest, summarize
     b = strongest(summarize(res))
     b = b[b.nonmembers == 'ofl']
     if b.setting.nunique() != 2: return None
@@ -100,6 +97,8 @@ def _verdict(res: pd.DataFrame) -> str|None:
 
 def _print_summary(res: pd.DataFrame, out: Path):
     "The demo's short table (upload view, OFL and IFL non-members), what it means, and a verdict line."
+    import pandas as pd
+    from cofedmid.experiment import summary
     with pd.option_context('display.width', 160, 'display.max_columns', 20):
         for nm in ('ofl', 'ifl'):
             if ((res.view == 'upload') & (res.nonmembers == nm) & res.auc.notna()).any():
@@ -114,12 +113,14 @@ def _print_summary(res: pd.DataFrame, out: Path):
 # %% ../nbs/api/90_cli.ipynb #144389a1
 def _report(path: str) -> pd.DataFrame:
     "`cofedmid report DIR`: rewrite the tables from the saved scores and print where they are."
+    from cofedmid.experiment import report
     s = report(path)
     print(f"{Path(path)/'results.csv'} recomputed from the saved scores; {len(s)} summary rows in {Path(path)/'summary.csv'}")
     return s
 
 def _presets():
     "`cofedmid presets`: one line per preset — name, cells, what it runs, expected time."
+    from cofedmid.experiment import PRESETS, grid_cells
     print(f"{'preset':13}{'cells':>6}  {'expected time':26}what")
     for k, v in PRESETS.items():
         print(f"{k:13}{len(grid_cells(v['grid'])) if v['grid'] else 1:>6}  {v['time']:26}{v['about']}")
@@ -127,6 +128,7 @@ def _presets():
 
 def _diverged(out: Path, res: pd.DataFrame) -> list:
     "`'<folder>: round r'` for each run of `res` (a run, or a sweep's cells) whose model diverged."
+    from cofedmid.experiment import diverged_round
     runs = [out] if 'cell' not in res else [out/'cells'/c for c in res.cell.unique()]
     bad = [(r, diverged_round(json.loads((r/'history.json').read_text()))) for r in runs if (r/'history.json').is_file()]
     return [f"{r}: round {k}" for r, k in bad if k is not None]
@@ -134,11 +136,9 @@ def _diverged(out: Path, res: pd.DataFrame) -> list:
 # %% ../nbs/api/90_cli.ipynb #ee4a23a5
 def _experiment(a) -> tuple:
     "`(results, out)` of `cofedmid run|sweep|evaluate`."
+    from cofedmid.experiment import ConfigError, RunInterrupted, rescore, run_experiment, sweep
     if a.command == 'evaluate': return rescore(a.dir, a.attacks, a.views, verbose=not a.quiet), Path(a.dir)
-    if not (a.preset or a.config) and a.resume and a.out and (Path(a.out)/'config.json').is_file():
-        a.config = str(Path(a.out)/'config.json')          # `cofedmid run --out RUN --resume`: the run's own config
-    if not (a.preset or a.config):
-        raise ConfigError("say what to run: --preset NAME (see `cofedmid presets`; `--preset quick` is the 5-minute demo) or --config FILE")
+    if not (a.preset or a.config): a.config = str(Path(a.out)/'config.json')   # `run --out RUN --resume`: the run's own config
     cfg, grid, name = _build(a)
     if a.command == 'sweep' and not grid: raise ConfigError("sweep needs a grid: --grid field=v1,v2 (or a preset with one)")
     out = Path(a.out or f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -165,6 +165,12 @@ def main(argv: list|None = None # command-line arguments (default `sys.argv[1:]`
     "Entry point of the `cofedmid` console script."
     cli(argv)
 
+def _what_to_run(a) -> str|None:
+    "The hint for a `run`/`sweep` that names nothing to run, else `None` (checked before the library is imported)."
+    if a.command not in ('run', 'sweep') or a.preset or a.config: return None
+    if a.resume and a.out and (Path(a.out)/'config.json').is_file(): return None
+    return "say what to run: --preset NAME (see `cofedmid presets`; `--preset quick` is the 5-minute demo) or --config FILE"
+
 def _fail(msg, status: int = 2):
     print(f"cofedmid: {'' if status == 130 else 'error: '}{msg}", file=sys.stderr); sys.exit(status)
 
@@ -172,6 +178,10 @@ def cli(argv: list|None = None # command-line arguments
        ) -> pd.DataFrame|None:
     "Run the command line `argv`; returns the results table of `run`/`sweep`/`evaluate`; user errors exit with one line."
     a = _parser().parse_args(argv)
+    if hint := _what_to_run(a): _fail(hint)
+    from cofedmid.experiment import ConfigError, SweepError
+    from cofedmid.data import DataError
+    from cofedmid.core import BusyError, CheckpointError
     try: return _dispatch(a)
     except KeyboardInterrupt as e: _fail(str(e) or 'interrupted; rerun the same command with --resume to continue', 130)
     except BusyError as e: _fail(e, 4)

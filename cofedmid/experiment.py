@@ -22,9 +22,9 @@ from .trajectory import TrajectoryRecorder, Trajectory, ADAPTIVE_VIEWS
 from .defenses import _last_log
 
 # %% auto #0
-__all__ = ['PRESETS', 'ExperimentConfig', 'ConfigError', 'RunInterrupted', 'load_config', 'diverged_round', 'run_experiment',
-           'rescore', 'cell_name', 'grid_cells', 'SweepError', 'sweep', 'preset', 'mean_ci', 'summarize', 'strongest',
-           'summary', 'report', 'load_results']
+__all__ = ['PRESETS', 'ExperimentConfig', 'ConfigError', 'RunInterrupted', 'config_fields', 'load_config', 'diverged_round',
+           'run_experiment', 'rescore', 'cell_name', 'grid_cells', 'SweepError', 'sweep', 'preset', 'mean_ci',
+           'summarize', 'strongest', 'summary', 'report', 'load_results']
 
 # %% ../nbs/api/10_experiment.ipynb #d86db669
 _NO_DEFENSE = 'none'
@@ -233,7 +233,8 @@ def from_dict(cls: ExperimentConfig, d: dict # field values; missing fields keep
     if bad: raise ConfigError(f"unknown config field(s) {bad}; the fields are: {', '.join(names)}")
     return cls(**d)
 
-def _config_fields(path: str|Path) -> dict:
+def config_fields(path: str|Path # a `.json`, `.yaml` or `.yml` file
+                 ) -> dict:
     "The fields a JSON or YAML config file sets, checked for unknown names."
     path = Path(path)
     if not path.is_file(): raise ConfigError(f"config file {path} does not exist")
@@ -250,7 +251,7 @@ def _config_fields(path: str|Path) -> dict:
 def load_config(path: str|Path # a `.json`, `.yaml` or `.yml` file
                ) -> ExperimentConfig:
     "Read an `ExperimentConfig` from a JSON or YAML file."
-    return ExperimentConfig.from_dict(_config_fields(path))
+    return ExperimentConfig.from_dict(config_fields(path))
 
 @patch
 def save(self: ExperimentConfig, path: str|Path # where to write the JSON (atomically)

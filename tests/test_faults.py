@@ -264,3 +264,19 @@ def test_drawn_coalition_secret_survives_a_resume(tmp_path, interrupt_at, monkey
     monkeypatch.setenv('COFEDMID_COALITION_SECRET', secret)                      # the same secret, given: the same run
     run_experiment(cfg, tmp_path/'ref', verbose=False)
     for n in ('results.csv', 'scores.npz'): assert (tmp_path/'run'/n).read_bytes() == (tmp_path/'ref'/n).read_bytes(), n
+
+def test_bare_run_answers_at_once_without_the_library():
+    "`cofedmid run` with nothing to run: exit 2 with the hint, in well under a second (torch is never imported)."
+    code = ("import sys, time; t = time.perf_counter(); from cofedmid.cli import main\n"
+            "try: main(['run'])\n"
+            "except SystemExit as e: print(e.code, 'torch' in sys.modules, f'{time.perf_counter() - t:.3f}')")
+    best = None
+    for _ in range(3):                                  # best of three: a loaded machine may stall one start
+        t0 = time.perf_counter()
+        p = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=60)
+        wall = time.perf_counter() - t0
+        best = wall if best is None else min(best, wall)
+        status, torch_loaded, _ = p.stdout.split()
+        assert (status, torch_loaded) == ('2', 'False'), p.stdout
+        assert 'say what to run: --preset NAME' in p.stderr and 'Traceback' not in p.stderr, p.stderr
+    assert best < 1.0, f"bare `cofedmid run` took {best:.2f} s (interpreter start included)"
