@@ -16,8 +16,8 @@ from tqdm.auto import tqdm
 from .core import cache_dir, atomic_path, rng
 
 # %% auto #0
-__all__ = ['NORM_STATS', 'DATASETS', 'ImageData', 'synthetic_dataset', 'channel_stats', 'to_float', 'random_crop_flip',
-           'DataError', 'split_sizes', 'sha256sum', 'load_dataset', 'show_images']
+__all__ = ['NORM_STATS', 'DATASETS', 'USER_DATASETS', 'ImageData', 'synthetic_dataset', 'channel_stats', 'to_float',
+           'random_crop_flip', 'DataError', 'split_sizes', 'sha256sum', 'load_dataset', 'from_torch', 'show_images']
 
 # %% ../nbs/api/01_data.ipynb #699046b4
 @dataclass
@@ -118,6 +118,12 @@ _SPECS = {
                          archive='tiny-imagenet-200.zip', url='http://cs231n.stanford.edu/tiny-imagenet-200.zip'),
 }
 DATASETS = ('cifar10', 'cifar100', 'tinyimagenet', 'synthetic')
+USER_DATASETS = {}       # name -> `ImageData` registered by `from_torch` in this process
+
+def _known() -> str:
+    "What a dataset name may be, for error messages."
+    own = f"; yours: {', '.join(USER_DATASETS)}" if USER_DATASETS else ''
+    return f"choose one of {', '.join(DATASETS)}{own} (your own images: cofedmid.data.from_torch(train, test, name))"
 _CACHE_VERSION = 1
 
 # %% ../nbs/api/01_data.ipynb #0e3750a9
@@ -136,7 +142,8 @@ def split_sizes(name: str, # one of `DATASETS`
         except TypeError as e: raise DataError(f"synthetic: {e}; its arguments are {', '.join(sig.parameters)}") from None
         b.apply_defaults()
         return b.arguments['n_train'], b.arguments['n_test']
-    if name not in _SPECS: raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    if name in USER_DATASETS: return len(USER_DATASETS[name].x_train), len(USER_DATASETS[name].x_test)
+    if name not in _SPECS: raise DataError(f"unknown dataset {name!r}; {_known()}")
     s = _SPECS[name]
     return s['n_classes']*s['per_class'][0], s['n_classes']*s['per_class'][1]
 
@@ -391,14 +398,55 @@ def load_dataset(name: str, # one of `DATASETS`: `'cifar10'`, `'cifar100'`, `'ti
                  **kwargs # passed to `synthetic_dataset` when `name='synthetic'`
                 ) -> ImageData:
     "Load dataset `name` as an `ImageData`, from a local folder, the cache or a download (in that order)."
+    if name in USER_DATASETS: return USER_DATASETS[name]
     key = str(name).lower().replace('-', '').replace('_', '')
     if key == 'synthetic': return synthetic_dataset(**kwargs)
-    if key not in _SPECS:
-        raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    if key not in _SPECS: raise DataError(f"unknown dataset {name!r}; {_known()}")
     train, test, classes, source = _load_arrays(key, data_dir, cache, download, verify, progress)
     (xtr, ytr), (xte, yte) = _to_tensors(*train), _to_tensors(*test)
     mean, std = NORM_STATS[key]
     return ImageData(key, xtr, ytr, xte, yte, list(classes), mean, std, source)
+
+# %% ../nbs/api/01_data.ipynb #1a4ff316
+def _image_array(img) -> np.ndarray:
+    "One image as `uint8` `(C, H, W)`: from a PIL image, a `uint8` array/tensor (HWC or CHW) or a float tensor in [0, 1]."
+    if isinstance(img, Image.Image): a = np.asarray(img.convert('RGB') if img.mode not in ('L', 'RGB') else img)
+    else: a = img.numpy() if isinstance(img, torch.Tensor) else np.asarray(img)
+    if a.ndim == 2: a = a[None]
+    elif a.ndim == 3 and a.shape[-1] in (1, 3, 4) and a.shape[0] not in (1, 3, 4): a = a.transpose(2, 0, 1)
+    if a.ndim != 3: raise DataError(f"an image has shape {a.shape}: expected (C, H, W), (H, W, C) or (H, W)")
+    if a.dtype != np.uint8:
+        if not np.issubdtype(a.dtype, np.floating) or a.min() < 0 or a.max() > 1:
+            raise DataError(f"images must be uint8 or floats in [0, 1] (ToTensor()), got {a.dtype} in [{a.min()}, {a.max()}]")
+        a = np.rint(a*255).astype(np.uint8)
+    return np.ascontiguousarray(a)
+
+def _dataset_arrays(ds, what: str) -> tuple:
+    "`(images uint8 (N, C, H, W), labels int64 (N,))` of a torch `Dataset` of `(image, label)` pairs."
+    if len(ds) == 0: raise DataError(f"the {what} dataset is empty")
+    xs, ys = zip(*((_image_array(x), int(y)) for x, y in (ds[i] for i in range(len(ds)))))
+    shapes = {x.shape for x in xs}
+    if len(shapes) > 1: raise DataError(f"the {what} images have {len(shapes)} shapes ({sorted(shapes)[:3]}...): "
+                                        "add transforms.Resize((32, 32)) (or CenterCrop) to the dataset")
+    return torch.from_numpy(np.stack(xs)), torch.tensor(ys, dtype=torch.int64)
+
+# %% ../nbs/api/01_data.ipynb #9e115f8d
+def from_torch(train, # a map-style torch `Dataset` of `(image, label)`, e.g. `torchvision.datasets.ImageFolder`
+               test, # the test split, same kind of dataset
+               name: str = 'custom', # what experiments call it: `ExperimentConfig(dataset=name)`
+               classes: list|None = None # class names in label order; default `train.classes`, else '0', '1', ...
+              ) -> ImageData:
+    "An `ImageData` from torch datasets, registered in `USER_DATASETS` under `name` for experiments in this process."
+    if name in DATASETS: raise DataError(f"{name!r} is a built-in dataset: give your data another name")
+    (xtr, ytr), (xte, yte) = _dataset_arrays(train, 'training'), _dataset_arrays(test, 'test')
+    if xtr.shape[1:] != xte.shape[1:]: raise DataError(f"training images are {tuple(xtr.shape[1:])}, test images {tuple(xte.shape[1:])}")
+    n = int(max(ytr.max(), yte.max())) + 1
+    classes = list(classes or getattr(train, 'classes', None) or map(str, range(n)))
+    if min(ytr.min(), yte.min()) < 0 or n > len(classes): raise DataError(f"labels must lie in 0..{len(classes) - 1}")
+    mean, std = channel_stats(xtr)
+    data = ImageData(name, xtr, ytr, xte, yte, [str(c) for c in classes], mean, std, f"{type(train).__name__} (your own data)")
+    USER_DATASETS[name] = data
+    return data
 
 # %% ../nbs/api/01_data.ipynb #44c8a472
 def show_images(data: ImageData, # the dataset

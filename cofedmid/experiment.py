@@ -13,8 +13,8 @@ import pandas as pd
 import torch
 from scipy.stats import t as student_t
 from .core import seed_everything, atomic_path, save_state, load_state, folder_lock, remove_stale_tmp, BusyError, CheckpointError
-from .data import load_dataset, DATASETS, DataError, split_sizes
-from .models import MODELS
+from .data import load_dataset, DATASETS, USER_DATASETS, DataError, split_sizes
+from .models import MODELS, BUILTIN_MODELS
 from fastcore.basics import patch
 from .partition import Federation, CandidatePool, save_layout, pick_clients
 from .fl import FedAvg, FLConfig
@@ -141,8 +141,12 @@ def _check_attacks(cfg: ExperimentConfig):
 def check(self: ExperimentConfig) -> ExperimentConfig:
     "Validate every field, raising `ConfigError` naming the first bad one; returns `self`."
     _check_types(self)
-    _one_of('dataset', self.dataset, DATASETS)
-    _one_of('model', self.model, list(MODELS))
+    if self.dataset not in (*DATASETS, *USER_DATASETS):
+        raise ConfigError(f"dataset={self.dataset!r} is not allowed; choose one of {', '.join((*DATASETS, *USER_DATASETS))} "
+                          "(your own images: cofedmid.data.from_torch(train, test, name) in this process first)")
+    if self.model not in MODELS:
+        raise ConfigError(f"model={self.model!r} is not allowed; choose one of {', '.join(MODELS)} "
+                          "(your own: cofedmid.models.register_model(name, factory) in this process first)")
     _one_of('partition', self.partition, ('iid', 'dirichlet'))
     _one_of('defense', self.defense, _defense_names())
     if self.defense == _NO_DEFENSE and (self.knob is not None or self.defense_kwargs):
@@ -217,6 +221,13 @@ def build_defenses(self: ExperimentConfig, secret: str|None = None # CoFedMID's 
         from cofedmid.defenses import make_defense
         return [make_defense(self.defense, clients, self.knob, **kw)]
     except (ValueError, TypeError) as e: raise ConfigError(f"defense {self.defense!r}: {e}") from None
+
+# %% ../nbs/api/10_experiment.ipynb #64f8b062
+@patch
+def uses_own(self: ExperimentConfig) -> list:
+    "What of yours this config names: `['dataset NAME', 'model NAME']` for data from `from_torch` and models from `register_model`."
+    return ([f"dataset {self.dataset!r}"] if self.dataset in USER_DATASETS else []) + \
+           ([f"model {self.model!r}"] if self.model not in BUILTIN_MODELS else [])
 
 # %% ../nbs/api/10_experiment.ipynb #14978ac1
 @patch
@@ -512,6 +523,9 @@ def run_experiment(cfg: ExperimentConfig, # the experiment
                    keep_checkpoint: bool = False # keep `checkpoint.pt` once the run finished (only an unfinished run needs it)
                   ) -> pd.DataFrame:
     "Train, record, attack every target and write every artefact of `cfg` into `out` (one process at a time); returns the results table."
+    if engine not in (None, 'inprocess') and cfg.uses_own():
+        raise ConfigError(f"your own {' and '.join(cfg.uses_own())} live in this process; the {engine} engine's clients do not "
+                          "have them: use engine='inprocess'")
     eng = _engine(engine)                      # a bad engine or a missing Flower extra fails first ...
     cfg.check()                                # ... then every config problem, before any file is written
     out = Path(out)
@@ -573,7 +587,11 @@ def _die_with_parent(parent: int # the sweep's process id
     threading.Thread(target=watch, daemon=True).start()
 
 def _jobs(jobs: int|None, n_cells: int, cfgs: list) -> int:
-    "Worker processes for a sweep: `jobs`, or (`None`) one per core on a CPU, one on a GPU."
+    "Worker processes for a sweep: `jobs`, or (`None`) one per core on a CPU, one on a GPU; one for your own data or model."
+    if own := sorted({p for c in cfgs for p in c.uses_own()}):
+        if jobs not in (None, 1): raise ConfigError(f"the cells use your own {' and '.join(own)}, registered in this process "
+                                                    "only (worker processes do not have them): run the sweep with jobs=1")
+        return 1
     if jobs is None:
         gpu = torch.cuda.is_available() and any(c.device in (None, 'cuda') for c in cfgs)
         jobs = 1 if gpu else (os.cpu_count() or 1)

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from .core import rng, torch_rng, get_device, atomic_path, seed_everything, save_state, load_state
 from .data import ImageData, to_float, random_crop_flip, synthetic_dataset
 from .partition import Federation
-from .models import get_model
+from .models import get_model, check_no_buffers
 
 # %% auto #0
 __all__ = ['FLConfig', 'fedavg_weights', 'fedavg', 'ClientContext', 'Defense', 'get_flat', 'set_flat', 'FedAvg']
@@ -151,7 +151,7 @@ class FedAvg:
         self.amp = cfg.amp and self.device.type == 'cuda'
         if cfg.amp and not self.amp: warnings.warn("amp=True needs CUDA; training in float32 on the CPU")
         if isinstance(model, str): model = get_model(model, data.n_classes, data.image_shape[0], seed=cfg.seed)
-        if any(b.numel() for b in model.buffers()): raise ValueError("models with buffers (e.g. BatchNorm) are not supported: use GroupNorm")
+        check_no_buffers(model)
         mf = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.model = model.to(self.device, memory_format=mf)
         self.worker = _clone_module(self.model)

@@ -9,7 +9,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['MODELS', 'SmallCNN', 'AlexNetCIFAR', 'ResNet18GN', 'get_model', 'count_params']
+__all__ = ['MODELS', 'BUILTIN_MODELS', 'SmallCNN', 'AlexNetCIFAR', 'ResNet18GN', 'get_model', 'count_params', 'check_no_buffers',
+           'register_model']
 
 # %% ../nbs/api/02_models.ipynb #8ec7332a
 class SmallCNN(nn.Module):
@@ -72,7 +73,8 @@ class ResNet18GN(nn.Module):
     def forward(self, x): return self.head(self.layers(self.stem(x)))
 
 # %% ../nbs/api/02_models.ipynb #e74ef764
-MODELS = {'cnn': SmallCNN, 'alexnet': AlexNetCIFAR, 'resnet18': ResNet18GN}
+MODELS = {'cnn': SmallCNN, 'alexnet': AlexNetCIFAR, 'resnet18': ResNet18GN}   # `register_model` adds yours
+BUILTIN_MODELS = tuple(MODELS)
 
 def get_model(name: str, # one of `MODELS`: `'cnn'`, `'alexnet'`, `'resnet18'`
               n_classes: int, # output classes
@@ -91,3 +93,25 @@ def count_params(model: nn.Module # the model
                 ) -> int:
     "Number of trainable parameters."
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+# %% ../nbs/api/02_models.ipynb #433345d0
+def check_no_buffers(model: nn.Module # the model
+                    ) -> nn.Module:
+    "`model`, or a `ValueError` if it has buffers (BatchNorm's running statistics), which FedAvg here cannot handle."
+    names = [n for n, b in model.named_buffers() if b.numel()]
+    if names:
+        raise ValueError(f"the model has buffers ({', '.join(names[:3])}{'...' if len(names) > 3 else ''}): BatchNorm's running "
+                         "statistics are not averaged by FedAvg, couple the samples of a batch (no per-sample gradient) and "
+                         "leak the training batches; use nn.GroupNorm(groups, channels) instead of nn.BatchNorm2d(channels)")
+    return model
+
+def register_model(name: str, # what experiments call it: `ExperimentConfig(model=name)`
+                   factory # `factory(n_classes, in_channels)` → a new `nn.Module` (e.g. an `nn.Module` class)
+                  ) -> str:
+    "Make `factory` usable by name in `get_model` and experiments in this process; returns `name`."
+    if name in BUILTIN_MODELS: raise ValueError(f"{name!r} is a built-in model: give yours another name")
+    m = factory(10, 3)
+    if not isinstance(m, nn.Module): raise ValueError(f"factory(n_classes, in_channels) must return an nn.Module, got {type(m).__name__}")
+    check_no_buffers(m)
+    MODELS[name] = factory
+    return name

@@ -184,3 +184,28 @@ def test_sweep_report_and_load_results(tmp_path):
     (tmp_path/'results.csv').unlink()
     assert set(load_results(tmp_path).cell) == {'defense=none,seed=0', 'defense=none,seed=1', 'defense=cofedmid,seed=0', 'defense=cofedmid,seed=1'}
     with pytest.raises(ConfigError, match='neither a run'): report(tmp_path/'cells')
+
+
+def test_your_own_data_and_model(tmp_path):
+    "torchvision FakeData through `from_torch` and a user-defined nn.Module run the whole pipeline, CoFedMID included."
+    import torch.nn as nn, torchvision
+    from torchvision import transforms
+    from cofedmid.data import from_torch
+    from cofedmid.models import register_model
+    from cofedmid.experiment import ExperimentConfig, run_experiment
+    fake = lambda n, off: torchvision.datasets.FakeData(n, (3, 12, 12), num_classes=3, transform=transforms.ToTensor(), random_offset=off)
+    data = from_torch(fake(300, 0), fake(60, 5000), name='fake12')
+    class Net(nn.Module):
+        def __init__(self, n_classes, in_channels):
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(in_channels, 6, 3), nn.GroupNorm(2, 6), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten())
+            self.head = nn.Linear(24, n_classes)
+        def forward(self, x): return self.head(self.body(x))
+    register_model('net12', Net)
+    cfg = ExperimentConfig(dataset='fake12', model='net12', n_clients=3, per_client=60, n_ofl=60, n_val=20, members_per_client=30,
+                           rounds=2, local_epochs=1, batch_size=20, record_every=1, eval_size=None, defense='cofedmid', defended='pair')
+    res = run_experiment(cfg, tmp_path/'run', verbose=False)
+    assert set(res.dataset) == {'fake12'} and set(res.model) == {'net12'} and res.auc.between(0, 1).all()
+    assert data.n_classes == 3 and (tmp_path/'run'/'trajectory.npz').is_file()
+    with pytest.raises(ValueError, match='instead of nn.BatchNorm2d'):
+        register_model('bn12', lambda k, c: nn.Sequential(nn.Conv2d(c, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.LazyLinear(k)))
