@@ -24,7 +24,7 @@ from .defenses import _last_log
 # %% auto #0
 __all__ = ['PRESETS', 'ExperimentConfig', 'ConfigError', 'RunInterrupted', 'config_fields', 'load_config', 'diverged_round',
            'run_experiment', 'rescore', 'cell_name', 'grid_cells', 'SweepError', 'sweep', 'preset', 'mean_ci',
-           'summarize', 'strongest', 'summary', 'report', 'load_results']
+           'summarize', 'strongest', 'plot_privacy_utility', 'summary', 'report', 'load_results']
 
 # %% ../nbs/api/10_experiment.ipynb #d86db669
 _NO_DEFENSE = 'none'
@@ -756,11 +756,13 @@ def summarize(res: pd.DataFrame, # rows of `run_experiment` / `sweep` / `load_re
 # %% ../nbs/api/10_experiment.ipynb #1805c155
 def strongest(summary: pd.DataFrame # the output of `summarize`
              ) -> pd.DataFrame:
-    "Per setting, non-member set and target group: the strongest attack in the plain views, and over every view the defense-aware server has."
+    "Per setting, non-member set and target group: the strongest defense-agnostic attack in the plain views, and the strongest of every attack and view the defense-aware server has."
+    from cofedmid.attacks import ATTACKS
     keys, rows = ['setting', 'nonmembers', 'target_defended'], []
+    agnostic = summary.view.isin(_VIEWS) & summary.attack.map(lambda a: a in ATTACKS and ATTACKS[a].kind != 'adaptive')
     for key, g in summary.groupby(keys, sort=False):
         row = dict(zip(keys, key))
-        for label, part in (('strongest', g[g.view.isin(_VIEWS)]), ('adaptive', g)):
+        for label, part in (('strongest', g[agnostic[g.index]]), ('adaptive', g)):
             part = part.dropna(subset=['auc_mean'])
             if part.empty: continue
             b = part.loc[part.auc_mean.idxmax()]
@@ -769,6 +771,41 @@ def strongest(summary: pd.DataFrame # the output of `summarize`
         rows.append(row | dict(test_acc_mean=g.test_acc_mean.iloc[0], test_acc_ci_low=g.test_acc_ci_low.iloc[0],
                                test_acc_ci_high=g.test_acc_ci_high.iloc[0]))
     return pd.DataFrame(rows)
+
+# %% ../nbs/api/10_experiment.ipynb #acf0e618
+def _short(setting: str) -> str:
+    "A setting's name for legends: `defense=cofedmid,defense_kwargs=modules-m3` → `cofedmid m3`."
+    return (setting.replace('defense_kwargs=modules-', '').replace('defense=', '').replace('defended=', 'coalition ')
+                   .replace(',', ' ').replace('knob=', 'knob '))
+
+def plot_privacy_utility(strong: pd.DataFrame, # the output of `strongest`
+                         nonmembers: str = 'ofl', # the non-member set
+                         ax=None, # matplotlib axes; default a new figure
+                         title: str|None = None # the axes' title
+                        ):
+    "Test accuracy × strongest-attack AUC per setting, with interval bars; hollow markers: the defense-aware server's strongest."
+    import matplotlib.pyplot as plt
+    s = strong[strong.nonmembers == nonmembers]
+    s = s[s.target_defended | ~s.setting.isin(set(s.setting[s.target_defended]))].reset_index(drop=True)
+    if s.empty: raise ValueError(f"no rows for nonmembers={nonmembers!r}")
+    ax = ax or plt.subplots(figsize=(8, max(4.5, 0.24*len(s) + 1.2)))[1]
+    colours, marks = plt.get_cmap('tab10').colors, 'os^Dv'           # 50 distinct colour-marker pairs
+    err = lambda m, lo, hi: np.array([[m - lo], [hi - m]]) if np.isfinite(lo) and np.isfinite(hi) else None
+    for i, r in s.iterrows():
+        c, m, x = colours[i % 10], marks[(i // 10) % 5], r.test_acc_mean
+        xe = err(x, r.test_acc_ci_low, r.test_acc_ci_high)
+        ax.errorbar(x, r.strongest_auc_mean, yerr=err(r.strongest_auc_mean, r.strongest_auc_ci_low, r.strongest_auc_ci_high),
+                    xerr=xe, fmt=m, color=c, ms=7, capsize=3, label=f"{i + 1}. {_short(r.setting)}")
+        ax.annotate(str(i + 1), (x, r.strongest_auc_mean), xytext=(4, 4), textcoords='offset points', fontsize=8)
+        if r.get('adaptive_auc_mean', np.nan) > r.strongest_auc_mean + 1e-9:
+            ax.errorbar(x, r.adaptive_auc_mean, yerr=err(r.adaptive_auc_mean, r.adaptive_auc_ci_low, r.adaptive_auc_ci_high),
+                        fmt=m, mfc='none', color=c, ms=7, capsize=2, alpha=0.8)
+    ax.axhline(0.5, color='grey', lw=0.8, ls=':')
+    ax.set(xlabel='test accuracy (mean, 95 % interval)', ylabel=f'strongest attack AUC vs {nonmembers.upper()} (upload/global)',
+           title=title or 'privacy-utility: down-right is better')
+    ax.legend(fontsize=8, loc='upper left', bbox_to_anchor=(1.01, 1), borderaxespad=0, title='filled: plain; hollow: adaptive', title_fontsize=8)
+    ax.figure.tight_layout()
+    return ax
 
 # %% ../nbs/api/10_experiment.ipynb #97c9b234
 def summary(res: pd.DataFrame, # rows of `run_experiment` / `sweep` / `load_results`
