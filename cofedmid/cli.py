@@ -46,11 +46,26 @@ def _build(a) -> tuple:
     return cfg, grid, name
 
 # %% ../nbs/api/90_cli.ipynb #2b6c5ab5
+_EXAMPLES = {
+    'run': """examples:
+  cofedmid run --preset quick --out demo                  # the 5-minute demo: no defense vs CoFedMID
+  cofedmid run --preset base --set defense=cofedmid       # one run of the base protocol with CoFedMID
+  cofedmid run --config my.yaml --set seed=1 --out run1   # your config file, one field changed
+  cofedmid run --out run1 --resume                        # continue an interrupted run (or re-score a finished one)
+a run folder holds config.json, log.txt, history.json, results.csv, summary.csv, scores.npz, trajectory.npz and roc.png
+(see the README); `run` with --grid or a preset with a grid runs a sweep.""",
+    'sweep': """examples:
+  cofedmid sweep --preset tables --out book --jobs 2      # the book's table, two cells at a time
+  cofedmid sweep --preset base --grid defense=none,cofedmid seed=0,1,2 --out seeds
+  cofedmid sweep --preset tables --out book --resume      # finish the cells an interrupted sweep left
+a sweep folder holds results.csv, summary.csv and strongest.csv over its cells, and cells/<cell>/ (each a run folder).""",
+}
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='cofedmid', description='Collaborative membership-inference defenses in federated learning.')
     sub = p.add_subparsers(dest='command', required=True)
     for cmd, hlp in (('run', 'run an experiment, a preset or a grid of experiments'), ('sweep', 'run a grid of experiments')):
-        r = sub.add_parser(cmd, help=hlp)
+        r = sub.add_parser(cmd, help=hlp, description=hlp + '.', epilog=_EXAMPLES[cmd], formatter_class=argparse.RawDescriptionHelpFormatter)
         r.add_argument('--preset', metavar='NAME', help='start from a preset (its settings and grid; see `cofedmid presets`)')
         r.add_argument('--config', help='a YAML or JSON config file')
         r.add_argument('--set', nargs='*', metavar='FIELD=VALUE', help='override config fields')

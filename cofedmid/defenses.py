@@ -354,13 +354,3 @@ def make_defense(name: str, # a key of `DEFENSES`
     if name not in DEFENSES: raise ValueError(f"unknown defense {name!r}; choose one of {', '.join(DEFENSES)}")
     cls, knob, grid = DEFENSES[name]
     return cls(clients, **{knob: grid[len(grid) // 2] if knob_value is None else knob_value}, **kw)
-
-# %% ../nbs/api/08_defenses.ipynb #8b7f0f6b
-def _last_log(hist: list, # `FedAvg.history`
-              k: int # client id
-             ) -> dict:
-    "Numeric entries of client `k`'s log in the last round it took part in, prefixed `log_`."
-    for row in reversed(hist):
-        if k in row['clients']:
-            return {f'log_{n}': v for n, v in row['clients'][k].items() if isinstance(v, (int, float, np.number))}
-    return {}

@@ -19,12 +19,11 @@ from fastcore.basics import patch
 from .partition import Federation, CandidatePool, save_layout, pick_clients
 from .fl import FedAvg, FLConfig
 from .trajectory import TrajectoryRecorder, Trajectory, ADAPTIVE_VIEWS
-from .defenses import _last_log
 
 # %% auto #0
-__all__ = ['PRESETS', 'ExperimentConfig', 'ConfigError', 'RunInterrupted', 'config_fields', 'load_config', 'diverged_round',
-           'run_experiment', 'rescore', 'cell_name', 'grid_cells', 'SweepError', 'sweep', 'preset', 'mean_ci',
-           'summarize', 'strongest', 'plot_privacy_utility', 'summary', 'report', 'load_results']
+__all__ = ['PRESETS', 'ExperimentConfig', 'ConfigError', 'RunInterrupted', 'config_fields', 'load_config', 'client_logs',
+           'diverged_round', 'run_experiment', 'rescore', 'cell_name', 'grid_cells', 'SweepError', 'sweep', 'preset',
+           'mean_ci', 'summarize', 'strongest', 'plot_privacy_utility', 'summary', 'report', 'load_results']
 
 # %% ../nbs/api/10_experiment.ipynb #d86db669
 _NO_DEFENSE = 'none'
@@ -353,8 +352,20 @@ def _defense_info(defenses: list) -> dict:
     if d.name == 'cofedmid': return dict(knob=d.sigma, modules='+'.join(d.modules))
     return dict(knob=d.knob_value, modules='')
 
+_ROUND = 4             # decimals of the floats in `results.csv` (an AUC's standard error is ≥ 0.01 at these sizes)
+
+def client_logs(history: list # a run's history (`FedAvg.history`, or `history.json` with integer client ids)
+               ) -> pd.DataFrame:
+    "`logs.csv` of a run: per client, the numeric entries its defense and trainer logged in the last round it took part in."
+    rows = {}
+    for h in history:
+        for k, log in h.get('clients', {}).items():
+            rows[int(k)] = dict(client=int(k), round=h['round']) | {f'log_{n}': v for n, v in log.items()
+                                                                   if isinstance(v, (int, float, np.number)) and not isinstance(v, bool)}
+    return pd.DataFrame([rows[k] for k in sorted(rows)]).round(_ROUND)
+
 def _results_table(cfg: ExperimentConfig, traj: Trajectory, scores: dict, history: list) -> pd.DataFrame:
-    "`results.csv` of a run: one row per (target, attack, view, non-member set) with the run's settings."
+    "`results.csv` of a run: one row per (target, attack, view, non-member set) with the run's settings, floats rounded."
     from cofedmid.attacks import score_table
     coalition = cfg.defended_clients()              # without a defense: the clients a defense would protect
     defended = coalition if cfg.defense != _NO_DEFENSE else []
@@ -364,9 +375,10 @@ def _results_table(cfg: ExperimentConfig, traj: Trajectory, scores: dict, histor
     parts = []
     for t in sorted(scores):
         tab = score_table(traj, t, scores[t], coalition=coalition or None)
-        parts.append(tab.assign(**run, **_last_log(history, t)).assign(target=t, target_defended=t in defended))
+        parts.append(tab.assign(**run).assign(target=t, target_defended=t in defended))
     res = pd.concat(parts, ignore_index=True)
-    return res[['target', 'target_defended'] + [c for c in res if c not in ('target', 'target_defended')]]
+    res = res.drop(columns=[c for c in ('knob', 'modules') if res[c].replace('', np.nan).isna().all()])   # no defense: nothing to say
+    return res[['target', 'target_defended'] + [c for c in res if c not in ('target', 'target_defended')]].round(_ROUND)
 
 # %% ../nbs/api/10_experiment.ipynb #14780ad2
 def _read_history(run: Path) -> list:
@@ -376,12 +388,13 @@ def _read_history(run: Path) -> list:
     return hist
 
 def _sweep_table(frames: list) -> pd.DataFrame:
-    "One table of sweep rows: sorted by cell (stable), the runs' columns, then the defense logs (sorted), then `cell`."
+    "One table of sweep rows: sorted by cell (stable), the runs' columns (`knob`, `modules` beside `defense`), then `cell`."
     df = pd.concat(frames, ignore_index=True)
     if df.empty: return df
-    logs = sorted(c for c in df if c.startswith('log_'))
-    return df[[c for c in df if not c.startswith('log_') and c != 'cell'] + logs + ['cell']].sort_values(
-        'cell', kind='stable', ignore_index=True)
+    cols = [c for c in df if c != 'cell' and not c.startswith('log_')]   # `log_*`: runs made before logs.csv
+    for c in ('modules', 'knob'):                     # a no-defense cell has neither: same order whichever cell came first
+        if c in cols and 'defense' in cols: cols.remove(c); cols.insert(cols.index('defense') + 1, c)
+    return df[cols + sorted(c for c in df if c.startswith('log_')) + ['cell']].sort_values('cell', kind='stable', ignore_index=True)
 
 # %% ../nbs/api/10_experiment.ipynb #3a76559c
 def _train_rounds(sim, cfg: ExperimentConfig, out: Path, log):
@@ -487,7 +500,7 @@ def _finish(cfg: ExperimentConfig, out: Path, traj: Trajectory, scores: dict, lo
     save_scores(out/'scores.npz', traj, scores)
     hist = _read_history(out)
     res = _results_table(cfg, traj, scores, hist)                   # what `report` rebuilds from the files
-    _write_csv(out/'results.csv', res)
+    _write_csv(out/'results.csv', res); _write_csv(out/'logs.csv', client_logs(hist))
     _roc_png(traj, cfg, scores.get(cfg.target_client(), {}), out/'roc.png')
     if (r := diverged_round(hist)) is not None:
         log(f"the model diverged in round {r} (non-finite training loss): its attack metrics are NaN; lower lr (now {cfg.lr}) "
@@ -834,8 +847,9 @@ def _rescore(run: Path) -> pd.DataFrame:
     try: scores, meta = load_scores(run/'scores.npz')
     except (KeyError, ValueError) as e: raise ConfigError(f"{run}/scores.npz cannot be read ({e}); rerun the cell") from None
     cands = SimpleNamespace(cand_owner=meta['cand_owner'], rounds=meta['rounds'], n_clients=cfg.n_clients)  # all `score_table` reads
-    res = _results_table(cfg, cands, scores, _read_history(run))
-    _write_csv(run/'results.csv', res)
+    hist = _read_history(run)
+    res = _results_table(cfg, cands, scores, hist)
+    _write_csv(run/'results.csv', res); _write_csv(run/'logs.csv', client_logs(hist))
     return res
 
 def report(path: str|Path # a run folder (with `config.json`) or a sweep folder (with `cells/`)
@@ -855,11 +869,23 @@ def report(path: str|Path # a run folder (with `config.json`) or a sweep folder 
     return s
 
 # %% ../nbs/api/10_experiment.ipynb #770330b2
-def load_results(path: str|Path # a run or sweep folder
+def load_results(path: str|Path, # a run or sweep folder
+                 logs: bool = False # add each target's `log_*` columns from the runs' `logs.csv` (what its defense logged)
                 ) -> pd.DataFrame:
     "The results table of a run or sweep folder (a sweep without its table yet: its finished cells, with `cell`)."
     path = Path(path)
-    if (path/'results.csv').is_file(): return pd.read_csv(path/'results.csv')
-    cells = sorted((path/'cells').glob('*/results.csv'))
-    if not cells: raise FileNotFoundError(f"no results in {path}: neither results.csv nor finished cells in {path}/cells")
-    return _sweep_table([pd.read_csv(f).assign(cell=f.parent.name) for f in cells])
+    if (path/'results.csv').is_file(): res = pd.read_csv(path/'results.csv')
+    else:
+        cells = sorted((path/'cells').glob('*/results.csv'))
+        if not cells: raise FileNotFoundError(f"no results in {path}: neither results.csv nor finished cells in {path}/cells")
+        res = _sweep_table([pd.read_csv(f).assign(cell=f.parent.name) for f in cells])
+    return _with_logs(res, path) if logs else res
+
+def _with_logs(res: pd.DataFrame, path: Path) -> pd.DataFrame:
+    "`res` with each row's target's `log_*` columns from its run's `logs.csv` (runs without one: none added)."
+    runs = [(None, path)] if 'cell' not in res else [(c, path/'cells'/c) for c in res.cell.unique()]
+    logs = [pd.read_csv(r/'logs.csv').assign(cell=c) for c, r in runs if (r/'logs.csv').is_file()]
+    if not logs: return res
+    lg = pd.concat(logs, ignore_index=True).rename(columns={'client': 'target'}).drop(columns='round')
+    keys = ['target'] + (['cell'] if 'cell' in res else [])
+    return res.merge(lg.drop(columns=[] if 'cell' in res else 'cell'), on=keys, how='left')

@@ -12,7 +12,7 @@ from cofedmid.fl import FedAvg, FLConfig
 from cofedmid.trajectory import TrajectoryRecorder
 from cofedmid.defenses import (DEFENSES, Perturb, DPSGD, Sparsify, MixUp, Augment, Sampling, HAMP, make_defense,
                                mixup_batch, hamp_target_prob)
-from cofedmid.experiment import ExperimentConfig, ConfigError, sweep
+from cofedmid.experiment import ExperimentConfig, ConfigError, sweep, load_results
 
 CFG = FLConfig(rounds=1, batch_size=16, progress=False)
 
@@ -147,8 +147,9 @@ def test_out_of_range_client_fails_before_training(tiny, name):
     assert Count.n == 0 and sim.round == 0
 
 def test_sweep(tmp_path):
-    res = sweep(tiny_config(defended=[2], targets=[2]), [{'defense': 'none'}, {'defense': 'dpsgd', 'knob': [1., 4.]}],
-                tmp_path/'dp', verbose=False)
+    sweep(tiny_config(defended=[2], targets=[2]), [{'defense': 'none'}, {'defense': 'dpsgd', 'knob': [1., 4.]}],
+          tmp_path/'dp', verbose=False)
+    res = load_results(tmp_path/'dp', logs=True)                      # + each target's logs.csv entries
     assert set(res.defense) == {'none', 'dpsgd'} and (res.target == 2).all()
     assert (res.target_defended == (res.defense == 'dpsgd')).all() and res[res.defense == 'none'].knob.isna().all()
     eps = res[res.defense == 'dpsgd'].groupby('knob').log_epsilon.first()
@@ -159,7 +160,7 @@ def test_sweep(tmp_path):
     res = sweep(cfg, {'knob': [0.5]}, tmp_path/'sampling', verbose=False)
     assert cfg.target_client() == picked[0] and set(res[res.target_defended].target) == set(picked)
     assert (res.coalition_size == 2).all() and (res.knob == 0.5).all()
-    trained = res.groupby('target').log_n_trained.first()
+    trained = load_results(tmp_path/'sampling', logs=True).groupby('target').log_n_trained.first()
     assert all(trained[k] == (24 if k in picked else 48) for k in range(4)), trained
 
 def test_sweep_bad_knob_fails_before_training(tmp_path):
@@ -175,7 +176,7 @@ def test_sweep_scores_with_attacks_module(tmp_path):
     assert {'attack', 'view', 'nonmembers', 'auc', 'auc_ci_low', 'auc_ci_high', 'tpr_at_0_1pct_fpr', 'note'} <= set(res.columns)
     assert set(res.attack) == {'loss'} and set(res.view) == {'upload'} and res.auc.between(0, 1).all()
     assert res.tpr_at_0_1pct_fpr.isna().all() and res.note.str.contains('allow').all()   # 32 OFL: < 5 false positives
-    up = res[res.defense == 'perturb']
+    up = load_results(tmp_path, logs=True).query("defense == 'perturb'")
     assert set(up[up.target_defended].target) == {1, 2}
     ratio = (up.log_noise_norm / up.log_update_norm).groupby(up.target).first()
     assert ratio[[1, 2]].tolist() == pytest.approx([1., 1.], rel=0.05) and ratio[[0, 3]].isna().all()
