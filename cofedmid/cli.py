@@ -52,8 +52,8 @@ _EXAMPLES = {
   cofedmid run --preset base --set defense=cofedmid       # one run of the base protocol with CoFedMID
   cofedmid run --config my.yaml --set seed=1 --out run1   # your config file, one field changed
   cofedmid run --out run1 --resume                        # continue an interrupted run (or re-score a finished one)
-a run folder holds config.json, log.txt, history.json, results.csv, summary.csv, scores.npz, trajectory.npz and roc.png
-(see the README); `run` with --grid or a preset with a grid runs a sweep.""",
+a run folder holds config.json, log.txt, results.csv, summary.csv, strongest.csv, logs.csv, scores.npz, trajectory.npz,
+history.json, layout.npz and roc.png (the README says what each is); `run` with --grid or a preset with a grid runs a sweep.""",
     'sweep': """examples:
   cofedmid sweep --preset tables --out book --jobs 2      # the book's table, two cells at a time
   cofedmid sweep --preset base --grid defense=none,cofedmid seed=0,1,2 --out seeds

@@ -21,9 +21,9 @@ from .fl import FedAvg, FLConfig
 from .trajectory import TrajectoryRecorder, Trajectory, ADAPTIVE_VIEWS
 
 # %% auto #0
-__all__ = ['PRESETS', 'ExperimentConfig', 'ConfigError', 'RunInterrupted', 'config_fields', 'load_config', 'client_logs',
-           'diverged_round', 'run_experiment', 'rescore', 'cell_name', 'grid_cells', 'SweepError', 'sweep', 'preset',
-           'mean_ci', 'summarize', 'strongest', 'plot_privacy_utility', 'summary', 'report', 'load_results']
+__all__ = ['PRESETS', 'ExperimentConfig', 'ConfigError', 'RunInterrupted', 'config_fields', 'load_config', 'mean_ci', 'summarize',
+           'strongest', 'plot_privacy_utility', 'summary', 'report', 'write_summaries', 'load_results', 'client_logs',
+           'diverged_round', 'run_experiment', 'rescore', 'cell_name', 'grid_cells', 'SweepError', 'sweep', 'preset']
 
 # %% ../nbs/api/10_experiment.ipynb #d86db669
 _NO_DEFENSE = 'none'
@@ -269,6 +269,178 @@ def save(self: ExperimentConfig, path: str|Path # where to write the JSON (atomi
     "Write the config as JSON."
     with atomic_path(path) as tmp: Path(tmp).write_text(json.dumps(self.to_dict(), indent=1))
 
+# %% ../nbs/api/10_experiment.ipynb #2b9b0df8
+_SUMMARY_KEYS = ['setting', 'attack', 'view', 'nonmembers', 'target_defended']
+
+def _settings(res: pd.DataFrame) -> pd.Series:
+    "Each row's setting: its sweep cell without the seed (so seeds pool), else its defense."
+    if 'cell' not in res: return res.defense.astype(str)
+    return res.cell.astype(str).map(lambda c: ','.join(p for p in c.split(',') if not p.startswith('seed=')) or 'base')
+
+def mean_ci(x, # values (NaN ignored)
+            level: float = 0.95 # coverage
+           ) -> tuple:
+    "`(mean, low, high)`: the mean and its Student-t interval (NaN interval with fewer than two finite values)."
+    x = np.asarray(x, float); x = x[np.isfinite(x)]
+    if not len(x): return (np.nan, np.nan, np.nan)
+    m = float(x.mean())
+    if len(x) < 2: return (m, np.nan, np.nan)
+    h = float(student_t.ppf(0.5 + level/2, len(x) - 1)*x.std(ddof=1)/np.sqrt(len(x)))
+    return (m, m - h, m + h)
+
+# %% ../nbs/api/10_experiment.ipynb #391faeb1
+def summarize(res: pd.DataFrame, # rows of `run_experiment` / `sweep` / `load_results`
+              level: float = 0.95 # coverage of the intervals
+             ) -> pd.DataFrame:
+    "One row per (setting, attack, view, non-member set, target defended): mean AUC and test accuracy with intervals."
+    res = res.assign(setting=_settings(res))
+    if 'target_defended' not in res: res = res.assign(target_defended=res.defense != _NO_DEFENSE)  # older runs: one defended target
+    nan = pd.Series(np.nan, index=res.index)
+    rows = []
+    for key, g in res.groupby(_SUMMARY_KEYS, sort=False):
+        per_run = g.groupby('seed').auc.mean()
+        if len(per_run) >= 2: (m, lo, hi), over = mean_ci(per_run, level), 'seeds'
+        elif g.target.nunique() >= 2: (m, lo, hi), over = mean_ci(g.auc, level), 'targets'
+        else: (m, lo, hi), over = (g.auc.iloc[0], g.get('auc_ci_low', nan).iloc[0], g.get('auc_ci_high', nan).iloc[0]), 'delong'
+        lo, hi = max(lo, 0.), min(hi, 1.)                       # NaN stays NaN
+        acc = mean_ci(g.groupby('seed').test_acc.first(), level)
+        rows.append(dict(zip(_SUMMARY_KEYS, key), auc_mean=m, auc_ci_low=lo, auc_ci_high=hi, ci_over=over,
+                         n_runs=len(per_run), n_targets=g.target.nunique(),
+                         tpr_at_1pct_fpr_mean=g.get('tpr_at_1pct_fpr', nan).mean(skipna=False),
+                         tpr_at_0_1pct_fpr_mean=g.get('tpr_at_0_1pct_fpr', nan).mean(skipna=False),
+                         test_acc_mean=acc[0], test_acc_ci_low=acc[1], test_acc_ci_high=acc[2]))
+    return pd.DataFrame(rows).round(4)
+
+# %% ../nbs/api/10_experiment.ipynb #1805c155
+def strongest(summary: pd.DataFrame # the output of `summarize`
+             ) -> pd.DataFrame:
+    "Per setting, non-member set and target group: the strongest defense-agnostic attack in the plain views, and the strongest of every attack and view the defense-aware server has."
+    from cofedmid.attacks import ATTACKS
+    keys, rows = ['setting', 'nonmembers', 'target_defended'], []
+    agnostic = summary.view.isin(_VIEWS) & summary.attack.map(lambda a: a in ATTACKS and ATTACKS[a].kind != 'adaptive')
+    for key, g in summary.groupby(keys, sort=False):
+        row = dict(zip(keys, key))
+        for label, part in (('strongest', g[agnostic[g.index]]), ('adaptive', g)):
+            part = part.dropna(subset=['auc_mean'])
+            if part.empty: continue
+            b = part.loc[part.auc_mean.idxmax()]
+            row |= {f'{label}_attack': b.attack, f'{label}_view': b.view, f'{label}_auc_mean': b.auc_mean,
+                    f'{label}_auc_ci_low': b.auc_ci_low, f'{label}_auc_ci_high': b.auc_ci_high}
+        rows.append(row | dict(test_acc_mean=g.test_acc_mean.iloc[0], test_acc_ci_low=g.test_acc_ci_low.iloc[0],
+                               test_acc_ci_high=g.test_acc_ci_high.iloc[0]))
+    return pd.DataFrame(rows)
+
+# %% ../nbs/api/10_experiment.ipynb #acf0e618
+def _short(setting: str) -> str:
+    "A setting's name for legends: `defense=cofedmid,defense_kwargs=modules-m3` → `cofedmid m3`."
+    return (setting.replace('defense_kwargs=modules-', '').replace('defense=', '').replace('defended=', 'coalition ')
+                   .replace(',', ' ').replace('knob=', 'knob '))
+
+def plot_privacy_utility(strong: pd.DataFrame, # the output of `strongest`
+                         nonmembers: str = 'ofl', # the non-member set
+                         ax=None, # matplotlib axes; default a new figure
+                         title: str|None = None # the axes' title
+                        ):
+    "Test accuracy × strongest-attack AUC per setting, with interval bars; hollow markers: the defense-aware server's strongest."
+    import matplotlib.pyplot as plt
+    s = strong[strong.nonmembers == nonmembers]
+    s = s[s.target_defended | ~s.setting.isin(set(s.setting[s.target_defended]))].reset_index(drop=True)
+    if s.empty: raise ValueError(f"no rows for nonmembers={nonmembers!r}")
+    ax = ax or plt.subplots(figsize=(8, max(4.5, 0.24*len(s) + 1.2)))[1]
+    colours, marks = plt.get_cmap('tab10').colors, 'os^Dv'           # 50 distinct colour-marker pairs
+    err = lambda m, lo, hi: np.array([[m - lo], [hi - m]]) if np.isfinite(lo) and np.isfinite(hi) else None
+    for i, r in s.iterrows():
+        c, m, x = colours[i % 10], marks[(i // 10) % 5], r.test_acc_mean
+        xe = err(x, r.test_acc_ci_low, r.test_acc_ci_high)
+        ax.errorbar(x, r.strongest_auc_mean, yerr=err(r.strongest_auc_mean, r.strongest_auc_ci_low, r.strongest_auc_ci_high),
+                    xerr=xe, fmt=m, color=c, ms=7, capsize=3, label=f"{i + 1}. {_short(r.setting)}")
+        ax.annotate(str(i + 1), (x, r.strongest_auc_mean), xytext=(4, 4), textcoords='offset points', fontsize=8)
+        if r.get('adaptive_auc_mean', np.nan) > r.strongest_auc_mean + 1e-9:
+            ax.errorbar(x, r.adaptive_auc_mean, yerr=err(r.adaptive_auc_mean, r.adaptive_auc_ci_low, r.adaptive_auc_ci_high),
+                        fmt=m, mfc='none', color=c, ms=7, capsize=2, alpha=0.8)
+    ax.axhline(0.5, color='grey', lw=0.8, ls=':')
+    ax.set(xlabel='test accuracy (mean, 95 % interval)', ylabel=f'strongest attack AUC vs {nonmembers.upper()} (upload/global)',
+           title=title or 'privacy-utility: down-right is better')
+    ax.legend(fontsize=8, loc='upper left', bbox_to_anchor=(1.01, 1), borderaxespad=0, title='filled: plain; hollow: adaptive', title_fontsize=8)
+    ax.figure.tight_layout()
+    return ax
+
+# %% ../nbs/api/10_experiment.ipynb #97c9b234
+def summary(res: pd.DataFrame, # rows of `run_experiment` / `sweep` / `load_results`
+            view: str = 'upload', # the view to show
+            nonmembers: str = 'ofl' # the non-member set to show
+           ) -> pd.DataFrame:
+    "Attack × setting table of mean AUC and its 95 % interval over the defended targets (all targets without defense), with test accuracy."
+    s = summarize(res)
+    s = s[(s.view == view) & (s.nonmembers == nonmembers)]
+    if s.empty: raise ValueError(f"no rows for view={view!r} and nonmembers={nonmembers!r}")
+    defended = set(s.setting[s.target_defended])
+    s = s[s.target_defended | ~s.setting.isin(defended)]
+    t = s.pivot_table(index='attack', columns='setting', values=['auc_mean', 'auc_ci_low', 'auc_ci_high'], sort=False)
+    t = t.swaplevel(axis=1).reindex(columns=pd.MultiIndex.from_product([s.setting.unique(), ['auc_mean', 'auc_ci_low', 'auc_ci_high']]))
+    acc = s.groupby('setting', sort=False).test_acc_mean.first()
+    t.loc['test accuracy'] = [acc[c] if m == 'auc_mean' else np.nan for c, m in t.columns]
+    return t.round(3)
+
+# %% ../nbs/api/10_experiment.ipynb #f2ad7741
+def _rescore(run: Path) -> pd.DataFrame:
+    "Rebuild a finished run's `results.csv` from its config, history and `scores.npz` (no trajectory needed), and write it."
+    from cofedmid.attacks import load_scores
+    for f in ('config.json', 'history.json', 'scores.npz'):
+        if not (run/f).is_file(): raise ConfigError(f"{run} has no {f}: not a finished run")
+    cfg = load_config(run/'config.json')
+    try: scores, meta = load_scores(run/'scores.npz')
+    except (KeyError, ValueError) as e: raise ConfigError(f"{run}/scores.npz cannot be read ({e}); rerun the cell") from None
+    cands = SimpleNamespace(cand_owner=meta['cand_owner'], rounds=meta['rounds'], n_clients=cfg.n_clients)  # all `score_table` reads
+    hist = _read_history(run)
+    res = _results_table(cfg, cands, scores, hist)
+    _write_csv(run/'results.csv', res); _write_csv(run/'logs.csv', client_logs(hist))
+    return res
+
+def report(path: str|Path # a run folder (with `config.json`) or a sweep folder (with `cells/`)
+          ) -> pd.DataFrame:
+    "Recompute `results.csv` from the saved scores (a run's, or every cell's and the sweep's table); write `summary.csv` and `strongest.csv`."
+    path = Path(path)
+    if (path/'config.json').is_file(): res = _rescore(path)
+    elif (path/'cells').is_dir():
+        cells = sorted(d for d in (path/'cells').iterdir() if (d/'scores.npz').is_file())
+        if not cells: raise ConfigError(f"{path}/cells holds no finished cell (no scores.npz)")
+        res = _sweep_table([_rescore(d).assign(cell=d.name) for d in cells])
+        _write_csv(path/'results.csv', res)
+    else: raise ConfigError(f"{path} holds neither a run (config.json) nor a sweep (cells/)")
+    return write_summaries(path, res)
+
+def write_summaries(path: Path, # a run or sweep folder
+                    res: pd.DataFrame # its results table
+                   ) -> pd.DataFrame:
+    "Write `summary.csv` (`summarize`) and `strongest.csv` (`strongest`) of `res` into `path`; returns the summary."
+    s = summarize(res)
+    _write_csv(Path(path)/'summary.csv', s)
+    _write_csv(Path(path)/'strongest.csv', strongest(s))
+    return s
+
+# %% ../nbs/api/10_experiment.ipynb #770330b2
+def load_results(path: str|Path, # a run or sweep folder
+                 logs: bool = False # add each target's `log_*` columns from the runs' `logs.csv` (what its defense logged)
+                ) -> pd.DataFrame:
+    "The results table of a run or sweep folder (a sweep without its table yet: its finished cells, with `cell`)."
+    path = Path(path)
+    if (path/'results.csv').is_file(): res = pd.read_csv(path/'results.csv')
+    else:
+        cells = sorted((path/'cells').glob('*/results.csv'))
+        if not cells: raise FileNotFoundError(f"no results in {path}: neither results.csv nor finished cells in {path}/cells")
+        res = _sweep_table([pd.read_csv(f).assign(cell=f.parent.name) for f in cells])
+    return _with_logs(res, path) if logs else res
+
+def _with_logs(res: pd.DataFrame, path: Path) -> pd.DataFrame:
+    "`res` with each row's target's `log_*` columns from its run's `logs.csv` (runs without one: none added)."
+    runs = [(None, path)] if 'cell' not in res else [(c, path/'cells'/c) for c in res.cell.unique()]
+    logs = [pd.read_csv(r/'logs.csv').assign(cell=c) for c, r in runs if (r/'logs.csv').is_file()]
+    if not logs: return res
+    lg = pd.concat(logs, ignore_index=True).rename(columns={'client': 'target'}).drop(columns='round')
+    keys = ['target'] + (['cell'] if 'cell' in res else [])
+    return res.merge(lg.drop(columns=[] if 'cell' in res else 'cell'), on=keys, how='left')
+
 # %% ../nbs/api/10_experiment.ipynb #d3787d8d
 class _Log:
     "Print to stdout (unless quiet; each line after `prefix`) and append to a log file."
@@ -501,6 +673,7 @@ def _finish(cfg: ExperimentConfig, out: Path, traj: Trajectory, scores: dict, lo
     hist = _read_history(out)
     res = _results_table(cfg, traj, scores, hist)                   # what `report` rebuilds from the files
     _write_csv(out/'results.csv', res); _write_csv(out/'logs.csv', client_logs(hist))
+    write_summaries(out, res)
     _roc_png(traj, cfg, scores.get(cfg.target_client(), {}), out/'roc.png')
     if (r := diverged_round(hist)) is not None:
         log(f"the model diverged in round {r} (non-finite training loss): its attack metrics are NaN; lower lr (now {cfg.lr}) "
@@ -675,6 +848,7 @@ def sweep(base: ExperimentConfig, # the settings shared by every cell
             for f in concurrent.futures.as_completed(futs):
                 try: finish(futs[f], f.result())
                 except Exception as e: fail(futs[f], e)
+    if done: write_summaries(out, load_results(out))          # over every finished cell in the folder
     if failed: raise SweepError(f"{len(failed)} of {len(cfgs)} cells failed (the others are in {out/'results.csv'}; rerun with "
                                   f"resume to retry): " + '; '.join(f"{k}: {v}" for k, v in failed.items()))
     return pd.concat([done[k] for k in sorted(done)], ignore_index=True)     # this sweep's cells, in grid order
@@ -723,169 +897,3 @@ def preset(name: str, # a key of `PRESETS`
     _one_of('preset', name, list(PRESETS))
     p = PRESETS[name]
     return ExperimentConfig.from_dict(p['base'] | overrides), copy.deepcopy(p['grid'])
-
-# %% ../nbs/api/10_experiment.ipynb #2b9b0df8
-_SUMMARY_KEYS = ['setting', 'attack', 'view', 'nonmembers', 'target_defended']
-
-def _settings(res: pd.DataFrame) -> pd.Series:
-    "Each row's setting: its sweep cell without the seed (so seeds pool), else its defense."
-    if 'cell' not in res: return res.defense.astype(str)
-    return res.cell.astype(str).map(lambda c: ','.join(p for p in c.split(',') if not p.startswith('seed=')) or 'base')
-
-def mean_ci(x, # values (NaN ignored)
-            level: float = 0.95 # coverage
-           ) -> tuple:
-    "`(mean, low, high)`: the mean and its Student-t interval (NaN interval with fewer than two finite values)."
-    x = np.asarray(x, float); x = x[np.isfinite(x)]
-    if not len(x): return (np.nan, np.nan, np.nan)
-    m = float(x.mean())
-    if len(x) < 2: return (m, np.nan, np.nan)
-    h = float(student_t.ppf(0.5 + level/2, len(x) - 1)*x.std(ddof=1)/np.sqrt(len(x)))
-    return (m, m - h, m + h)
-
-# %% ../nbs/api/10_experiment.ipynb #391faeb1
-def summarize(res: pd.DataFrame, # rows of `run_experiment` / `sweep` / `load_results`
-              level: float = 0.95 # coverage of the intervals
-             ) -> pd.DataFrame:
-    "One row per (setting, attack, view, non-member set, target defended): mean AUC and test accuracy with intervals."
-    res = res.assign(setting=_settings(res))
-    if 'target_defended' not in res: res = res.assign(target_defended=res.defense != _NO_DEFENSE)  # older runs: one defended target
-    nan = pd.Series(np.nan, index=res.index)
-    rows = []
-    for key, g in res.groupby(_SUMMARY_KEYS, sort=False):
-        per_run = g.groupby('seed').auc.mean()
-        if len(per_run) >= 2: (m, lo, hi), over = mean_ci(per_run, level), 'seeds'
-        elif g.target.nunique() >= 2: (m, lo, hi), over = mean_ci(g.auc, level), 'targets'
-        else: (m, lo, hi), over = (g.auc.iloc[0], g.get('auc_ci_low', nan).iloc[0], g.get('auc_ci_high', nan).iloc[0]), 'delong'
-        lo, hi = max(lo, 0.), min(hi, 1.)                       # NaN stays NaN
-        acc = mean_ci(g.groupby('seed').test_acc.first(), level)
-        rows.append(dict(zip(_SUMMARY_KEYS, key), auc_mean=m, auc_ci_low=lo, auc_ci_high=hi, ci_over=over,
-                         n_runs=len(per_run), n_targets=g.target.nunique(),
-                         tpr_at_1pct_fpr_mean=g.get('tpr_at_1pct_fpr', nan).mean(skipna=False),
-                         tpr_at_0_1pct_fpr_mean=g.get('tpr_at_0_1pct_fpr', nan).mean(skipna=False),
-                         test_acc_mean=acc[0], test_acc_ci_low=acc[1], test_acc_ci_high=acc[2]))
-    return pd.DataFrame(rows).round(4)
-
-# %% ../nbs/api/10_experiment.ipynb #1805c155
-def strongest(summary: pd.DataFrame # the output of `summarize`
-             ) -> pd.DataFrame:
-    "Per setting, non-member set and target group: the strongest defense-agnostic attack in the plain views, and the strongest of every attack and view the defense-aware server has."
-    from cofedmid.attacks import ATTACKS
-    keys, rows = ['setting', 'nonmembers', 'target_defended'], []
-    agnostic = summary.view.isin(_VIEWS) & summary.attack.map(lambda a: a in ATTACKS and ATTACKS[a].kind != 'adaptive')
-    for key, g in summary.groupby(keys, sort=False):
-        row = dict(zip(keys, key))
-        for label, part in (('strongest', g[agnostic[g.index]]), ('adaptive', g)):
-            part = part.dropna(subset=['auc_mean'])
-            if part.empty: continue
-            b = part.loc[part.auc_mean.idxmax()]
-            row |= {f'{label}_attack': b.attack, f'{label}_view': b.view, f'{label}_auc_mean': b.auc_mean,
-                    f'{label}_auc_ci_low': b.auc_ci_low, f'{label}_auc_ci_high': b.auc_ci_high}
-        rows.append(row | dict(test_acc_mean=g.test_acc_mean.iloc[0], test_acc_ci_low=g.test_acc_ci_low.iloc[0],
-                               test_acc_ci_high=g.test_acc_ci_high.iloc[0]))
-    return pd.DataFrame(rows)
-
-# %% ../nbs/api/10_experiment.ipynb #acf0e618
-def _short(setting: str) -> str:
-    "A setting's name for legends: `defense=cofedmid,defense_kwargs=modules-m3` → `cofedmid m3`."
-    return (setting.replace('defense_kwargs=modules-', '').replace('defense=', '').replace('defended=', 'coalition ')
-                   .replace(',', ' ').replace('knob=', 'knob '))
-
-def plot_privacy_utility(strong: pd.DataFrame, # the output of `strongest`
-                         nonmembers: str = 'ofl', # the non-member set
-                         ax=None, # matplotlib axes; default a new figure
-                         title: str|None = None # the axes' title
-                        ):
-    "Test accuracy × strongest-attack AUC per setting, with interval bars; hollow markers: the defense-aware server's strongest."
-    import matplotlib.pyplot as plt
-    s = strong[strong.nonmembers == nonmembers]
-    s = s[s.target_defended | ~s.setting.isin(set(s.setting[s.target_defended]))].reset_index(drop=True)
-    if s.empty: raise ValueError(f"no rows for nonmembers={nonmembers!r}")
-    ax = ax or plt.subplots(figsize=(8, max(4.5, 0.24*len(s) + 1.2)))[1]
-    colours, marks = plt.get_cmap('tab10').colors, 'os^Dv'           # 50 distinct colour-marker pairs
-    err = lambda m, lo, hi: np.array([[m - lo], [hi - m]]) if np.isfinite(lo) and np.isfinite(hi) else None
-    for i, r in s.iterrows():
-        c, m, x = colours[i % 10], marks[(i // 10) % 5], r.test_acc_mean
-        xe = err(x, r.test_acc_ci_low, r.test_acc_ci_high)
-        ax.errorbar(x, r.strongest_auc_mean, yerr=err(r.strongest_auc_mean, r.strongest_auc_ci_low, r.strongest_auc_ci_high),
-                    xerr=xe, fmt=m, color=c, ms=7, capsize=3, label=f"{i + 1}. {_short(r.setting)}")
-        ax.annotate(str(i + 1), (x, r.strongest_auc_mean), xytext=(4, 4), textcoords='offset points', fontsize=8)
-        if r.get('adaptive_auc_mean', np.nan) > r.strongest_auc_mean + 1e-9:
-            ax.errorbar(x, r.adaptive_auc_mean, yerr=err(r.adaptive_auc_mean, r.adaptive_auc_ci_low, r.adaptive_auc_ci_high),
-                        fmt=m, mfc='none', color=c, ms=7, capsize=2, alpha=0.8)
-    ax.axhline(0.5, color='grey', lw=0.8, ls=':')
-    ax.set(xlabel='test accuracy (mean, 95 % interval)', ylabel=f'strongest attack AUC vs {nonmembers.upper()} (upload/global)',
-           title=title or 'privacy-utility: down-right is better')
-    ax.legend(fontsize=8, loc='upper left', bbox_to_anchor=(1.01, 1), borderaxespad=0, title='filled: plain; hollow: adaptive', title_fontsize=8)
-    ax.figure.tight_layout()
-    return ax
-
-# %% ../nbs/api/10_experiment.ipynb #97c9b234
-def summary(res: pd.DataFrame, # rows of `run_experiment` / `sweep` / `load_results`
-            view: str = 'upload', # the view to show
-            nonmembers: str = 'ofl' # the non-member set to show
-           ) -> pd.DataFrame:
-    "Attack × setting table of mean AUC and its 95 % interval over the defended targets (all targets without defense), with test accuracy."
-    s = summarize(res)
-    s = s[(s.view == view) & (s.nonmembers == nonmembers)]
-    if s.empty: raise ValueError(f"no rows for view={view!r} and nonmembers={nonmembers!r}")
-    defended = set(s.setting[s.target_defended])
-    s = s[s.target_defended | ~s.setting.isin(defended)]
-    t = s.pivot_table(index='attack', columns='setting', values=['auc_mean', 'auc_ci_low', 'auc_ci_high'], sort=False)
-    t = t.swaplevel(axis=1).reindex(columns=pd.MultiIndex.from_product([s.setting.unique(), ['auc_mean', 'auc_ci_low', 'auc_ci_high']]))
-    acc = s.groupby('setting', sort=False).test_acc_mean.first()
-    t.loc['test accuracy'] = [acc[c] if m == 'auc_mean' else np.nan for c, m in t.columns]
-    return t.round(3)
-
-# %% ../nbs/api/10_experiment.ipynb #f2ad7741
-def _rescore(run: Path) -> pd.DataFrame:
-    "Rebuild a finished run's `results.csv` from its config, history and `scores.npz` (no trajectory needed), and write it."
-    from cofedmid.attacks import load_scores
-    for f in ('config.json', 'history.json', 'scores.npz'):
-        if not (run/f).is_file(): raise ConfigError(f"{run} has no {f}: not a finished run")
-    cfg = load_config(run/'config.json')
-    try: scores, meta = load_scores(run/'scores.npz')
-    except (KeyError, ValueError) as e: raise ConfigError(f"{run}/scores.npz cannot be read ({e}); rerun the cell") from None
-    cands = SimpleNamespace(cand_owner=meta['cand_owner'], rounds=meta['rounds'], n_clients=cfg.n_clients)  # all `score_table` reads
-    hist = _read_history(run)
-    res = _results_table(cfg, cands, scores, hist)
-    _write_csv(run/'results.csv', res); _write_csv(run/'logs.csv', client_logs(hist))
-    return res
-
-def report(path: str|Path # a run folder (with `config.json`) or a sweep folder (with `cells/`)
-          ) -> pd.DataFrame:
-    "Recompute `results.csv` from the saved scores (a run's, or every cell's and the sweep's table); write `summary.csv` and `strongest.csv`."
-    path = Path(path)
-    if (path/'config.json').is_file(): res = _rescore(path)
-    elif (path/'cells').is_dir():
-        cells = sorted(d for d in (path/'cells').iterdir() if (d/'scores.npz').is_file())
-        if not cells: raise ConfigError(f"{path}/cells holds no finished cell (no scores.npz)")
-        res = _sweep_table([_rescore(d).assign(cell=d.name) for d in cells])
-        _write_csv(path/'results.csv', res)
-    else: raise ConfigError(f"{path} holds neither a run (config.json) nor a sweep (cells/)")
-    s = summarize(res)
-    _write_csv(path/'summary.csv', s)
-    _write_csv(path/'strongest.csv', strongest(s))
-    return s
-
-# %% ../nbs/api/10_experiment.ipynb #770330b2
-def load_results(path: str|Path, # a run or sweep folder
-                 logs: bool = False # add each target's `log_*` columns from the runs' `logs.csv` (what its defense logged)
-                ) -> pd.DataFrame:
-    "The results table of a run or sweep folder (a sweep without its table yet: its finished cells, with `cell`)."
-    path = Path(path)
-    if (path/'results.csv').is_file(): res = pd.read_csv(path/'results.csv')
-    else:
-        cells = sorted((path/'cells').glob('*/results.csv'))
-        if not cells: raise FileNotFoundError(f"no results in {path}: neither results.csv nor finished cells in {path}/cells")
-        res = _sweep_table([pd.read_csv(f).assign(cell=f.parent.name) for f in cells])
-    return _with_logs(res, path) if logs else res
-
-def _with_logs(res: pd.DataFrame, path: Path) -> pd.DataFrame:
-    "`res` with each row's target's `log_*` columns from its run's `logs.csv` (runs without one: none added)."
-    runs = [(None, path)] if 'cell' not in res else [(c, path/'cells'/c) for c in res.cell.unique()]
-    logs = [pd.read_csv(r/'logs.csv').assign(cell=c) for c, r in runs if (r/'logs.csv').is_file()]
-    if not logs: return res
-    lg = pd.concat(logs, ignore_index=True).rename(columns={'client': 'target'}).drop(columns='round')
-    keys = ['target'] + (['cell'] if 'cell' in res else [])
-    return res.merge(lg.drop(columns=[] if 'cell' in res else 'cell'), on=keys, how='left')
