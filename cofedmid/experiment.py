@@ -471,7 +471,7 @@ def _check_out(cfg: ExperimentConfig, out: Path, resume: bool) -> dict|None:
     if not resume: raise FileExistsError(f"output folder {out} exists and is not empty; resume it (--resume) or choose another --out")
     old = out/'config.json'
     if not old.is_file(): raise FileExistsError(f"output folder {out} is not empty and holds no config.json: not a cofedmid run")
-    try: a = load_config(old).to_dict()
+    try: a = load_config(old); a = replace(a, target=a.target_client()).to_dict()   # runs before 0.1 recorded `target: null`
     except (ConfigError, TypeError) as e: raise ConfigError(f"cannot resume {out}: {e}") from None
     b = cfg.to_dict()
     diff = [k for k in b if k not in _SCORING and a.get(k) != b[k] and not (k == 'threads' and a[k] is None)]
@@ -682,7 +682,7 @@ def _finish(cfg: ExperimentConfig, out: Path, traj: Trajectory, scores: dict, lo
 
 def _run_locked(cfg: ExperimentConfig, out: Path, resume: bool, verbose: bool, eng, prefix: str, keep_checkpoint: bool) -> pd.DataFrame:
     "`run_experiment` once it holds the folder's lock."
-    cfg = _resolve_threads(cfg, out, resume)
+    cfg = replace(_resolve_threads(cfg, out, resume), target=cfg.target_client())   # config.json: the client the ROC plot shows
     old = _check_out(cfg, out, resume)
     remove_stale_tmp(out)                                          # what a killed writer left
     if old and (out/'results.csv').is_file() and _same_scoring(cfg, old): return pd.read_csv(out/'results.csv')
