@@ -571,6 +571,10 @@ def _sweep_table(frames: list) -> pd.DataFrame:
 # %% ../nbs/api/10_experiment.ipynb #3a76559c
 def _train_rounds(sim, cfg: ExperimentConfig, out: Path, log):
     "Run the remaining rounds one at a time (a checkpoint after each), logging each; say so once the model diverges."
+    t0, first = time.perf_counter(), sim.round + 1
+    def within_first(rnd, k, i, n):                # a round takes up to minutes on a CPU: show the first one moving
+        if rnd == first and i in (1, n // 2) and i < n: log(f"round {rnd:>3}/{cfg.rounds}  {i}/{n} clients trained  {time.perf_counter() - t0:.1f} s")
+    sim.on_client = within_first
     for r in range(sim.round + 1, cfg.rounds + 1):
         row = sim.run(out, rounds=r)[-1]
         acc = f"test acc {row['test_acc']:.3f}" if 'test_acc' in row else ''

@@ -162,6 +162,7 @@ class FedAvg:
         if cfg.eval_size is not None and cfg.eval_size < len(te): te = np.sort(rng(cfg.seed, 'eval').choice(te, cfg.eval_size, replace=False))
         self.x_test, self.y_test = data.x_test[te].to(self.device), data.y_test[te].to(self.device)
         self.round, self.history, self.client_state = 0, [], {k: {} for k in range(fed.n_clients)}
+        self.on_client = None                        # progress hook: `on_client(round, client, i, n)` after each client trained
         self.scaler = torch.amp.GradScaler('cuda') if self.amp else None
 
     @property
@@ -277,8 +278,9 @@ def run_round(self: FedAvg) -> dict:
     weights = fedavg_weights({k: len(self.fed.clients[k]) for k in parts})
     keep = self._keeps_uploads(rnd, parts)
     uploads, logs, new = {}, {}, None if keep else self.params.clone()
-    for k in parts:
+    for i, k in enumerate(parts):
         u, ctx = self.train_client(k, rnd); logs[k] = ctx.log
+        if self.on_client: self.on_client(rnd, k, i + 1, len(parts))
         if keep: uploads[k] = u
         else: new.add_(u, alpha=weights[k])            # streamed: the same sum, in the same order, as `fedavg`
         del u

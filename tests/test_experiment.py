@@ -209,3 +209,19 @@ def test_your_own_data_and_model(tmp_path):
     assert data.n_classes == 3 and (tmp_path/'run'/'trajectory.npz').is_file()
     with pytest.raises(ValueError, match='instead of nn.BatchNorm2d'):
         register_model('bn12', lambda k, c: nn.Sequential(nn.Conv2d(c, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.LazyLinear(k)))
+
+
+def test_demo_streams_progress_and_ends_with_a_verdict(tmp_path):
+    "Like `make demo` on the smoke preset: both cells' first-round progress is printed live, the output ends with the verdict."
+    import subprocess, sys, time
+    cmd = [sys.executable, '-c', 'from cofedmid.cli import main; main()', 'run', '--preset', 'smoke', '--jobs', '2', '--out', str(tmp_path/'demo')]
+    t0, seen = time.perf_counter(), []
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as p:
+        for line in p.stdout: seen.append((time.perf_counter() - t0, line.rstrip()))
+    assert p.returncode == 0, seen[-5:]
+    text = [l for _, l in seen]
+    first = {c: next(i for i, l in enumerate(text) if l.startswith(f'[{c}] round   1/4  1/4 clients trained')) for c in ('defense=none', 'defense=cofedmid')}
+    finished = next(i for i, l in enumerate(text) if l.lstrip().startswith('finished '))
+    assert max(first.values()) < finished                              # progress arrives while the cells still run
+    assert any(l.startswith('verdict: defense=cofedmid moved the strongest attack') for l in text[-4:]), text[-6:]
+    assert any('AUC: 0.5 = chance' in l for l in text)
