@@ -1,6 +1,6 @@
 """The package as a user gets it: the sdist and wheel `python -m build` makes (with the book's committed results as
 package data), their metadata, `book_results` in an unpacked wheel, and every chapter run by nbdev's runner in an
-empty folder against the wheel installed in a fresh virtualenv (slow).
+empty folder against the wheel installed in a fresh virtualenv.
 
 The builds use `--no-isolation` (the running venv's setuptools, no download). The fresh virtualenv gets the wheel
 with `pip install --no-deps` and sees the running venv's packages (torch, nbdev, ...) through a `.pth` file: a real
@@ -121,7 +121,6 @@ ok, secs = test_nb(Path(sys.argv[1]), skip_flags=sys.argv[2].split())
 print(f'{Path(sys.argv[1]).name}: {"ok" if ok else "FAILED"} in {secs:.0f} s', flush=True)
 sys.exit(0 if ok else 1)"""
 
-@pytest.mark.slow
 def test_chapters_from_the_installed_wheel(dist, tmp_path):
     "Every chapter, copied alone into an empty folder, passes nbdev's runner against the installed wheel (slow cells skipped)."
     from nbdev.config import get_config
