@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from .core import rng
 from .fl import Defense, ClientContext
-from .partition import CandidatePool, check_disjoint, pick_clients, CLIENT_PRESETS, _round_half_up, _client_ids
+from .partition import CandidatePool, check_disjoint, pick_clients, CLIENT_PRESETS, round_half_up, client_ids
 
 # %% auto #0
 __all__ = ['MODULES', 'COALITION_PRESETS', 'ABLATIONS', 'DEFAULT_SIGMA', 'RELATIVE_SIGMA', 'NOISE_SCALES', 'SECRET_ENV',
@@ -49,9 +49,9 @@ def class_schedule(rnd: int, # round number, from 1
     _check_ratios(max_ratio, min_ratio)
     if not 1 <= rnd <= total_rounds: raise ValueError(f"round {rnd} is outside 1..{total_rounds}")
     if n_members < 1 or n_classes < 1: raise ValueError("need at least one member and one class")
-    hi, lo = max(1, _round_half_up(max_ratio * n_classes)), max(1, _round_half_up(min_ratio * n_classes))
+    hi, lo = max(1, round_half_up(max_ratio * n_classes)), max(1, round_half_up(min_ratio * n_classes))
     frac = 0. if total_rounds == 1 else (rnd - 1) / (total_rounds - 1)
-    return min(n_classes, _round_half_up(hi + (lo - hi) * frac))
+    return min(n_classes, round_half_up(hi + (lo - hi) * frac))
 
 # %% ../nbs/api/09_cofedmid.ipynb #07f54e22
 def _pair_cost(X: np.ndarray) -> tuple:
@@ -329,7 +329,7 @@ class CoFedMID(Defense):
         if not 0 <= recycle_ratio <= 1: raise ValueError(f"recycle_ratio must be in [0, 1], got {recycle_ratio}")
         if not mu >= 0: raise ValueError(f"mu must be >= 0, got {mu}")
         EXP3(n_intervals, gamma, eta, reward_window)                     # validates gamma and eta
-        self.spec = coalition if isinstance(coalition, (str, int, float, np.integer, np.floating)) else _client_ids(coalition, 'coalition')
+        self.spec = coalition if isinstance(coalition, (str, int, float, np.integer, np.floating)) else client_ids(coalition, 'coalition')
         if isinstance(self.spec, list) and not self.spec: raise ValueError("the coalition is empty: give at least one client id")
         size = _spec_size(self.spec)
         if 'perturbation' in self.modules and size == 1:

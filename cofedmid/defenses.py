@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from fastcore.basics import patch
 from .core import rng, torch_rng
 from .data import ImageData, random_crop_flip
-from .partition import Federation, CandidatePool, pick_clients, _client_ids
+from .partition import Federation, CandidatePool, pick_clients, client_ids
 from .fl import Defense, ClientContext, FedAvg, FLConfig
 from .trajectory import TrajectoryRecorder
 
@@ -28,11 +28,11 @@ class BaselineDefense(Defense):
     name, knob = 'baseline', None
     def __init__(self, clients: list|None # ids of the defended clients; `None` = every client
                 ):
-        super().__init__(None if clients is None else _client_ids(clients))
+        super().__init__(None if clients is None else client_ids(clients))
     def before_round(self, sim, rnd: int, participants: list): self.setup(sim)
     def setup(self, sim):
         "Check the defense against the simulator `sim` (client ids in range, ...) before the round's training."
-        _client_ids(self.clients or [], f"{type(self).__name__}: defended", sim.n_clients)
+        client_ids(self.clients or [], f"{type(self).__name__}: defended", sim.n_clients)
     @property
     def knob_value(self): return getattr(self, self.knob) if self.knob else None
     def __repr__(self): return f"{type(self).__name__}(clients={self.clients}" + (f", {self.knob}={self.knob_value!r})" if self.knob else ")")

@@ -22,8 +22,9 @@ from .trajectory import TrajectoryRecorder, Trajectory, ADAPTIVE_VIEWS
 
 # %% auto #0
 __all__ = ['PRESETS', 'ExperimentConfig', 'ConfigError', 'RunInterrupted', 'config_fields', 'load_config', 'mean_ci', 'summarize',
-           'strongest', 'plot_privacy_utility', 'summary', 'report', 'write_summaries', 'load_results', 'client_logs',
-           'diverged_round', 'run_experiment', 'rescore', 'cell_name', 'grid_cells', 'SweepError', 'sweep', 'preset']
+           'strongest', 'plot_privacy_utility', 'summary', 'report', 'write_summaries', 'load_results', 'build_layout',
+           'client_logs', 'diverged_round', 'run_experiment', 'rescore', 'cell_name', 'grid_cells', 'SweepError',
+           'sweep', 'preset']
 
 # %% ../nbs/api/10_experiment.ipynb #d86db669
 _NO_DEFENSE = 'none'
@@ -508,7 +509,8 @@ def _data(cfg: ExperimentConfig):
     if cfg.dataset == 'synthetic': return load_dataset('synthetic', **cfg.synthetic)
     return load_dataset(cfg.dataset, cfg.data_dir, progress=False)
 
-def _layout(cfg: ExperimentConfig) -> tuple:
+def build_layout(cfg: ExperimentConfig # the experiment
+                ) -> tuple:
     "`(data, federation)` of `cfg`, seeded: what every engine and every client rebuilds identically."
     seed_everything(cfg.seed)
     data = _data(cfg)
@@ -690,7 +692,7 @@ def _run_locked(cfg: ExperimentConfig, out: Path, resume: bool, verbose: bool, e
     old = _check_out(cfg, out, resume)
     remove_stale_tmp(out)                                          # what a killed writer left
     if old and (out/'results.csv').is_file() and _same_scoring(cfg, old): return pd.read_csv(out/'results.csv')
-    with _torch_threads(cfg.threads): data, fed = _layout(cfg)     # a federation that does not fit fails before any file
+    with _torch_threads(cfg.threads): data, fed = build_layout(cfg)     # a federation that does not fit fails before any file
     cfg.save(out/'config.json')
     log, t0 = _Log(out/'log.txt', verbose, prefix), time.perf_counter()
     with _torch_threads(cfg.threads):

@@ -19,7 +19,8 @@ from .partition import Federation
 from .models import get_model, check_no_buffers
 
 # %% auto #0
-__all__ = ['FLConfig', 'fedavg_weights', 'fedavg', 'ClientContext', 'Defense', 'get_flat', 'set_flat', 'FedAvg']
+__all__ = ['FLConfig', 'fedavg_weights', 'fedavg', 'ClientContext', 'Defense', 'get_flat', 'set_flat', 'FedAvg',
+           'is_coordinating']
 
 # %% ../nbs/api/04_fl.ipynb #6957adf7
 _SCHEDULES = ('constant', 'cosine', 'exp')
@@ -259,7 +260,8 @@ def participants(self: FedAvg, rnd: int) -> list:
     if m == K: return list(range(K))
     return sorted(rng(self.cfg.seed, 'participants', rnd).choice(K, m, replace=False).tolist())
 
-def _coordinates(d: Defense) -> bool:
+def is_coordinating(d: Defense # a defense
+                   ) -> bool:
     "Does defense `d` change uploads after every client trained (it overrides `coordinate`)?"
     return type(d).coordinate is not Defense.coordinate
 
@@ -267,7 +269,7 @@ def _coordinates(d: Defense) -> bool:
 def _keeps_uploads(self: FedAvg, rnd: int, parts: list) -> bool:
     "Must round `rnd` hold every upload at once: for an observer that wants them or a defense that coordinates them?"
     if any(getattr(o, 'needs_uploads', lambda sim, r: True)(self, rnd) for o in self.observers): return True
-    return any(_coordinates(d) and any(d.applies(k) for k in parts) for d in self.defenses)
+    return any(is_coordinating(d) and any(d.applies(k) for k in parts) for d in self.defenses)
 
 @patch
 def run_round(self: FedAvg) -> dict:

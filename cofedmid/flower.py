@@ -9,9 +9,9 @@ import numpy as np
 import torch
 from fastcore.basics import patch
 from .partition import Federation
-from .fl import FedAvg, ClientContext, fedavg_weights, set_flat, _coordinates
+from .fl import FedAvg, ClientContext, fedavg_weights, set_flat, is_coordinating
 from .cofedmid import CoFedMID, SECRET_ENV
-from .experiment import ExperimentConfig, load_config, _layout
+from .experiment import ExperimentConfig, load_config, build_layout
 
 _LOADED = time.time()   # when this process imported the module: a Flower client reports it (start-up timings)
 
@@ -71,7 +71,7 @@ def neutral_share(d: CoFedMID, # the coalition (its state on member `k`'s node)
 def layout(cfg: ExperimentConfig # the experiment
           ) -> tuple:
     "`(data, federation)` of `cfg`, made exactly as `run_experiment` makes them (deterministic from the seed)."
-    return _layout(cfg)
+    return build_layout(cfg)
 
 _SIDES = {}
 
@@ -111,7 +111,7 @@ def client_round(sim: FedAvg, # the client-side simulator (`client_side`)
     delta, ctx = sim.train_client(k, rnd)
     weights = fedavg_weights(sizes)
     for d in sim.defenses:
-        if not (_coordinates(d) and d.applies(k)): continue
+        if not (is_coordinating(d) and d.applies(k)): continue
         if not isinstance(d, CoFedMID): raise NotImplementedError(f"defense {d.name!r} coordinates uploads on the server: "
                                                                   f"not supported by the Flower engine")
         delta = neutral_share(d, sim, rnd, k, delta, weights, ctx.log)

@@ -13,7 +13,7 @@ from .core import rng, atomic_path
 
 # %% auto #0
 __all__ = ['CLIENT_PRESETS', 'iid_partition', 'dirichlet_partition', 'plot_partition', 'Federation', 'check_disjoint',
-           'CandidatePool', 'save_layout', 'load_layout', 'pick_clients']
+           'CandidatePool', 'save_layout', 'load_layout', 'round_half_up', 'client_ids', 'pick_clients']
 
 # %% ../nbs/api/03_partition.ipynb #996c186c
 def iid_partition(n: int, # number of samples to divide (indices `0..n-1`)
@@ -238,9 +238,12 @@ def load_layout(path: str|Path # file written by `save_layout`
 # %% ../nbs/api/03_partition.ipynb #f0a1836f
 CLIENT_PRESETS = {'pair': 2, 'half': 0.5}   # an int is a number of clients, a float a fraction of them
 
-def _round_half_up(x: float) -> int: return int(math.floor(x + 0.5))
+def round_half_up(x: float # a non-negative number
+                 ) -> int:
+    "`x` rounded to the nearest integer, halves up (Python's `round` rounds halves to even)."
+    return int(math.floor(x + 0.5))
 
-def _client_ids(ids, # an iterable of client ids
+def client_ids(ids, # an iterable of client ids
                 what: str = 'clients', # what the clients are, for error messages
                 n_clients: int|None = None, # number of clients in the federation; `None`: do not check the range
                 ordered: bool = False # keep the given order instead of sorting
@@ -277,7 +280,7 @@ def pick_clients(spec: list|int|float|str, # client ids, a count, a fraction of 
         s = CLIENT_PRESETS[s]
     if isinstance(s, (float, np.floating)):
         if not 0 < s <= 1: raise ValueError(f"{what}={spec!r}: a fraction of the clients must be in (0, 1]")
-        s = max(1, _round_half_up(s * n_clients))
+        s = max(1, round_half_up(s * n_clients))
     if isinstance(s, (int, np.integer)) and not isinstance(s, bool):
         if not 0 <= s <= n_clients: raise ValueError(f"{what}={spec!r}: a count must be in 0..{n_clients} (the number of clients)")
         if how == 'first': return list(range(int(s)))
@@ -285,4 +288,4 @@ def pick_clients(spec: list|int|float|str, # client ids, a count, a fraction of 
         return drawn if ordered else sorted(drawn)
     if isinstance(s, bytes) or not hasattr(s, '__iter__'):
         raise TypeError(f"{what}={spec!r}: give client ids, a count, a fraction or a preset name")
-    return _client_ids(s, what, n_clients, ordered)
+    return client_ids(s, what, n_clients, ordered)
