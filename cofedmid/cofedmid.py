@@ -630,14 +630,48 @@ def coordinate(self: CoFedMID, sim, rnd: int, uploads: dict, weights: dict) -> d
     mask = self.round_mask(sim.model, rnd).to(dev)
     n, w = int(mask.sum()), {k: float(weights[k]) for k in here}
     norms = {k: float(uploads[k][mask].double().norm()) for k in here}
-    std, out = self.noise_std(norms, n), {}
-    for k in here:
-        z = self.noise_share(rnd, k, w, n, std)
-        u = uploads[k].clone()
-        u[mask] += z.to(device=dev, dtype=u.dtype)
-        out[k] = u
-        if k in logs: logs[k].update(noise=self.noise, noise_norm=float(z.norm()), masked_update_norm=norms[k])
-    return out
+    std = self.noise_std(norms, n)
+    return {k: self.add_share(rnd, k, uploads[k], mask, w, std, logs.get(k)) for k in here}
+
+@patch
+def add_share(self: CoFedMID, rnd: int, # round number
+              k: int, # the member
+              delta: torch.Tensor, # its update
+              mask: torch.Tensor, # the round's noised coordinates (`round_mask`)
+              weights: dict, # `{member: FedAvg weight}` of the coalition members uploading this round
+              std, # the raw noise's std (`noise_std`)
+              log: dict|None # its log of the round (updated), or `None`
+             ) -> torch.Tensor:
+    "Member `k`'s upload: `delta` with its noise share added on `mask` — the one place Module 3's noise is added."
+    z = self.noise_share(rnd, k, weights, int(mask.sum()), std)
+    u = delta.clone()
+    u[mask] += z.to(device=delta.device, dtype=u.dtype)
+    if log is not None: log.update(noise=self.noise, noise_norm=float(z.norm()), masked_update_norm=float(delta[mask].double().norm()))
+    return u
+
+# %% ../nbs/api/09_cofedmid.ipynb #509c7e0b
+@patch
+def check_member_side(self: CoFedMID, secret: bool = True # also require a coalition secret the members share (`False` on the server)
+                     ):
+    "Raise, before training, where the members cannot add their noise on their own: a relative noise scale, no common secret."
+    if 'perturbation' not in self.modules: return
+    if self.noise_scale != 'absolute':
+        raise ValueError(f"noise_scale={self.noise_scale!r} needs the coalition's masked update norms, which the Flower engine's "
+                         f"members do not exchange; use noise_scale='absolute' with the Flower engine")
+    if secret and self.secret_source == 'random':
+        raise ValueError(f"the Flower engine's coalition members need a common secret the server never sees: "
+                         f"set {SECRET_ENV} on every member's node")
+
+@patch
+def client_coordinate(self: CoFedMID, sim, rnd: int, k: int, delta: torch.Tensor, weights: dict, log: dict) -> torch.Tensor:
+    "Member `k`'s upload with its own share of the aggregation-neutral noise, as `coordinate` adds it (Module 3)."
+    if 'perturbation' not in self.modules: return delta
+    here = sorted(j for j in weights if self.applies(j))
+    if len(here) < 2:
+        self.solo_round(rnd, k, log); return delta
+    self.check_member_side()
+    mask = self.round_mask(sim.model, rnd).to(delta.device)
+    return self.add_share(rnd, k, delta, mask, {j: float(weights[j]) for j in here}, self.noise_std({}, int(mask.sum())), log)
 
 # %% ../nbs/api/09_cofedmid.ipynb #65818c4d
 @patch

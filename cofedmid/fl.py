@@ -113,6 +113,13 @@ class Defense:
     def unwrap_training(self, ctx: ClientContext, model: nn.Module, opt: torch.optim.Optimizer): pass
     def transform_update(self, ctx: ClientContext, delta: torch.Tensor) -> torch.Tensor: return delta
     def coordinate(self, sim, rnd: int, uploads: dict, weights: dict) -> dict: return uploads
+    def check_member_side(self, secret: bool = True):
+        "Raise if the members could not compute their part of `coordinate` on their own (a deployment without a coordinator)."
+        if is_coordinating(self): raise NotImplementedError(f"defense {self.name!r} coordinates uploads on the server: "
+                                                            "its members cannot compute their part on their own")
+    def client_coordinate(self, sim, rnd: int, k: int, delta: torch.Tensor, weights: dict, log: dict) -> torch.Tensor:
+        "Member `k`'s upload with its own part of what `coordinate` adds, computed on its side (see `check_member_side`)."
+        self.check_member_side(); return delta
     def state_dict(self) -> dict: return dict(vars(self))
     def load_state_dict(self, state: dict): vars(self).update(state)
 

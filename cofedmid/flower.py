@@ -9,15 +9,14 @@ import numpy as np
 import torch
 from fastcore.basics import patch
 from .partition import Federation
-from .fl import FedAvg, ClientContext, fedavg_weights, set_flat, is_coordinating
-from .cofedmid import CoFedMID, SECRET_ENV
+from .fl import FedAvg, ClientContext, fedavg_weights, set_flat
 from .experiment import ExperimentConfig, load_config, build_layout
 
 _LOADED = time.time()   # when this process imported the module: a Flower client reports it (start-up timings)
 
 # %% auto #0
-__all__ = ['INSTALL_HINT', 'check_member_side', 'neutral_share', 'layout', 'client_side', 'client_round', 'pack_log',
-           'unpack_log', 'make_client_app', 'FlowerFedAvg', 'FlowerEngine']
+__all__ = ['INSTALL_HINT', 'layout', 'client_side', 'client_round', 'pack_log', 'unpack_log', 'make_client_app', 'FlowerFedAvg',
+           'FlowerEngine']
 
 # %% ../nbs/api/11_flower.ipynb #4c1e451c
 INSTALL_HINT = "the Flower engine needs the extra: pip install 'cofedmid[flower]'"
@@ -29,43 +28,6 @@ def _require_flwr():
         from flwr.app import Message
     except ImportError as e: raise ImportError(INSTALL_HINT) from e
     return flwr
-
-# %% ../nbs/api/11_flower.ipynb #ab12cd01
-def check_member_side(d, # a defense of the experiment
-                      secret: bool = True # also require a coalition secret the members share (`False` on the server)
-                     ):
-    "Raise, before training, for a CoFedMID coalition the Flower members cannot run: relative noise, no shared secret."
-    if not isinstance(d, CoFedMID) or 'perturbation' not in d.modules: return
-    if d.noise_scale != 'absolute':
-        raise ValueError(f"noise_scale={d.noise_scale!r} needs the coalition's masked update norms, which the Flower engine's "
-                         f"members do not exchange; use noise_scale='absolute' with the Flower engine")
-    if secret and d.secret_source == 'random':
-        raise ValueError(f"the Flower engine's coalition members need a common secret the server never sees: "
-                         f"set {SECRET_ENV} on every member's node")
-
-# %% ../nbs/api/11_flower.ipynb #5ef779d2
-def neutral_share(d: CoFedMID, # the coalition (its state on member `k`'s node)
-                  sim: FedAvg, # the client-side simulator (model shape)
-                  rnd: int, # round number
-                  k: int, # the member
-                  delta: torch.Tensor, # member `k`'s update after its local hooks
-                  weights: dict, # FedAvg weights `{client: w}` of the round's participants
-                  log: dict # member `k`'s log of the round (updated like `coordinate` does)
-                 ) -> torch.Tensor:
-    "Member `k`'s upload with its own share of the aggregation-neutral noise (Module 3), as `coordinate` adds it."
-    if 'perturbation' not in d.modules: return delta
-    here = sorted(j for j in weights if j in d.members)
-    if len(here) < 2:
-        d.solo_round(rnd, k, log)
-        return delta
-    check_member_side(d)
-    mask = d.round_mask(sim.model, rnd).to(delta.device)
-    n, w = int(mask.sum()), {j: float(weights[j]) for j in here}
-    z = d.noise_share(rnd, k, w, n, d.noise_std({}, n))
-    u = delta.clone()
-    u[mask] += z.to(device=delta.device, dtype=u.dtype)
-    log.update(noise=d.noise, noise_norm=float(z.norm()), masked_update_norm=float(delta[mask].double().norm()))
-    return u
 
 # %% ../nbs/api/11_flower.ipynb #51a5d7f4
 def layout(cfg: ExperimentConfig # the experiment
@@ -82,7 +44,7 @@ def client_side(experiment: str # the experiment config as JSON (what the server
         cfg = ExperimentConfig.from_dict(json.loads(experiment)).check()
         data, fed = layout(cfg)
         sim = FedAvg(data, fed, cfg.model, cfg.fl_config(), cfg.build_defenses())
-        for d in sim.defenses: check_member_side(d)
+        for d in sim.defenses: d.check_member_side()
         _SIDES.clear()                                  # one experiment per process at a time
         _SIDES[experiment] = sim, [copy.deepcopy(d.state_dict()) for d in sim.defenses]
     return _SIDES[experiment]
@@ -111,10 +73,7 @@ def client_round(sim: FedAvg, # the client-side simulator (`client_side`)
     delta, ctx = sim.train_client(k, rnd)
     weights = fedavg_weights(sizes)
     for d in sim.defenses:
-        if not (is_coordinating(d) and d.applies(k)): continue
-        if not isinstance(d, CoFedMID): raise NotImplementedError(f"defense {d.name!r} coordinates uploads on the server: "
-                                                                  f"not supported by the Flower engine")
-        delta = neutral_share(d, sim, rnd, k, delta, weights, ctx.log)
+        if d.applies(k): delta = d.client_coordinate(sim, rnd, k, delta, weights, ctx.log)   # the member's own share
     return delta, ctx.log, {'defenses': [copy.deepcopy(d.state_dict()) for d in sim.defenses], 'client': sim.client_state[k]}
 
 # %% ../nbs/api/11_flower.ipynb #f7c7d174
@@ -279,7 +238,7 @@ class FlowerEngine:
 
     def make_sim(self, cfg: ExperimentConfig, data, fed: Federation, observers: list = ()) -> FlowerFedAvg:
         "The server-side simulator of `cfg` (no defense objects: defenses run on the clients)."
-        for d in cfg.build_defenses(): check_member_side(d, secret=False)
+        for d in cfg.build_defenses(): d.check_member_side(secret=False)
         return FlowerFedAvg(cfg, data, fed, observers, self.timeout)
 
     def backend(self) -> dict:
