@@ -461,6 +461,7 @@ _SCORING = ('attacks', 'views', 'targets', 'target', 'device')   # fields that d
 
 def _is_tmp(p: Path) -> bool: return p.name.startswith('.') and p.name.endswith('.tmp')
 
+# %% ../nbs/api/10_experiment.ipynb #f07bf757
 def _refuse_file(out: Path):
     "`ConfigError` if `out` exists and is not a folder (checked before a run or sweep makes anything in it)."
     if out.exists() and not out.is_dir(): raise ConfigError(f"--out {out} is a file, not a folder")
@@ -496,6 +497,7 @@ def _torch_threads(n: int):
     try: yield
     finally: torch.set_num_threads(old)
 
+# %% ../nbs/api/10_experiment.ipynb #c0632059
 def _engine(engine):
     "`None` for in-process, else an engine object with `make_sim(cfg, data, fed, observers)` and `run(sim, body)`."
     if engine in (None, 'inprocess'): return None
