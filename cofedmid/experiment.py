@@ -426,17 +426,17 @@ def load_results(path: str|Path, # a run or sweep folder
                 ) -> pd.DataFrame:
     "The results table of a run or sweep folder (a sweep without its table yet: its finished cells, with `cell`)."
     path = Path(path)
-    if (path/'results.csv').is_file(): res = pd.read_csv(path/'results.csv')
+    if (path/'results.csv').is_file(): res = _read_csv(path/'results.csv')
     else:
         cells = sorted((path/'cells').glob('*/results.csv'))
         if not cells: raise FileNotFoundError(f"no results in {path}: neither results.csv nor finished cells in {path}/cells")
-        res = _sweep_table([pd.read_csv(f).assign(cell=f.parent.name) for f in cells])
+        res = _sweep_table([_read_csv(f).assign(cell=f.parent.name) for f in cells])
     return _with_logs(res, path) if logs else res
 
 def _with_logs(res: pd.DataFrame, path: Path) -> pd.DataFrame:
     "`res` with each row's target's `log_*` columns from its run's `logs.csv` (runs without one: none added)."
     runs = [(None, path)] if 'cell' not in res else [(c, path/'cells'/c) for c in res.cell.unique()]
-    logs = [pd.read_csv(r/'logs.csv').assign(cell=c) for c, r in runs if (r/'logs.csv').is_file()]
+    logs = [_read_csv(r/'logs.csv').assign(cell=c) for c, r in runs if (r/'logs.csv').is_file()]
     if not logs: return res
     lg = pd.concat(logs, ignore_index=True).rename(columns={'client': 'target'}).drop(columns='round')
     keys = ['target'] + (['cell'] if 'cell' in res else [])
@@ -456,6 +456,10 @@ def _write_json(path, obj):
 
 def _write_csv(path, df):
     with atomic_path(path) as tmp: df.to_csv(tmp, index=False)
+
+def _read_csv(path) -> pd.DataFrame:
+    "A table this module wrote (read whole: a column mixing empty cells and text gets one type)."
+    return pd.read_csv(path, low_memory=False)
 
 _SCORING = ('attacks', 'views', 'targets', 'target', 'device')   # fields that do not change the training
 
@@ -686,14 +690,14 @@ def _finish(cfg: ExperimentConfig, out: Path, traj: Trajectory, scores: dict, lo
     if (r := diverged_round(hist)) is not None:
         log(f"the model diverged in round {r} (non-finite training loss): its attack metrics are NaN; lower lr (now {cfg.lr}) "
             f"or the defense's knob")
-    return pd.read_csv(out/'results.csv')                          # exactly what a resumed (finished) run returns
+    return _read_csv(out/'results.csv')                          # exactly what a resumed (finished) run returns
 
 def _run_locked(cfg: ExperimentConfig, out: Path, resume: bool, verbose: bool, eng, prefix: str, keep_checkpoint: bool) -> pd.DataFrame:
     "`run_experiment` once it holds the folder's lock."
     cfg = replace(_resolve_threads(cfg, out, resume), target=cfg.target_client())   # config.json: the client the ROC plot shows
     old = _check_out(cfg, out, resume)
     remove_stale_tmp(out)                                          # what a killed writer left
-    if old and (out/'results.csv').is_file() and _same_scoring(cfg, old): return pd.read_csv(out/'results.csv')
+    if old and (out/'results.csv').is_file() and _same_scoring(cfg, old): return _read_csv(out/'results.csv')
     with _torch_threads(cfg.threads): data, fed = build_layout(cfg)     # a federation that does not fit fails before any file
     cfg.save(out/'config.json')
     log, t0 = _Log(out/'log.txt', verbose, prefix), time.perf_counter()
@@ -811,7 +815,7 @@ def _merge_rows(table: Path, rows: dict # `{cell name: its rows}` of this sweep'
                ):
     "Merge finished cells into the table that several sweeps may share, under a lock: no other sweep's rows are lost."
     with folder_lock(table.parent, wait=True, name='.results.lock'):
-        others = pd.read_csv(table) if table.is_file() else pd.DataFrame()
+        others = _read_csv(table) if table.is_file() else pd.DataFrame()
         if 'cell' in others: others = others[~others.cell.isin(list(rows))]
         _write_csv(table, _sweep_table([others, *rows.values()]))          # sorted by cell: the order `report` rebuilds
 
