@@ -885,7 +885,7 @@ PRESETS = {
     'quick': dict(base=_CPU_BASE | _QUICK, grid={'defense': ['none', 'cofedmid']},
                   about='the demo: no defense vs CoFedMID (half the clients), base protocol cut to 8 rounds', time='153 s on 2 CPU cores'),
     'tables': dict(base=_BOOK, grid=_TABLES, about="the book's table: no defense, 7 baselines, CoFedMID pair/half and ablations",
-                   time='CPU: ≈ 3.5 h, 650-1950 s a cell'),
+                   time='CPU: ≈ 3.5 h, --jobs 2'),
     'coalition': dict(base=_BOOK, grid=[{'defense': ['none', 'cofedmid']},
                                             {'defense': 'cofedmid', 'defended': ['pair', 3, 4, 6, 8, 10]}],
                       about='coalition sizes 0, 2-6, 8, 10 (chapter 6)', time='CPU, not yet timed'),
