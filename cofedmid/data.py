@@ -17,7 +17,8 @@ from .core import cache_dir, atomic_path, rng
 
 # %% auto #0
 __all__ = ['NORM_STATS', 'DATASETS', 'USER_DATASETS', 'ImageData', 'synthetic_dataset', 'channel_stats', 'to_float',
-           'random_crop_flip', 'DataError', 'split_sizes', 'sha256sum', 'load_dataset', 'from_torch', 'show_images']
+           'random_crop_flip', 'dataset_hint', 'DataError', 'split_sizes', 'sha256sum', 'load_dataset', 'from_torch',
+           'show_images']
 
 # %% ../nbs/api/01_data.ipynb #699046b4
 @dataclass
@@ -120,10 +121,10 @@ _SPECS = {
 DATASETS = ('cifar10', 'cifar100', 'tinyimagenet', 'synthetic')
 USER_DATASETS = {}       # name -> `ImageData` registered by `from_torch` in this process
 
-def _known() -> str:
-    "What a dataset name may be, for error messages."
+def dataset_hint() -> str:
+    "What a dataset name may be, for error messages: the built-in names, the registered ones, how to register yours."
     own = f"; yours: {', '.join(USER_DATASETS)}" if USER_DATASETS else ''
-    return f"choose one of {', '.join(DATASETS)}{own} (your own images: cofedmid.data.from_torch(train, test, name))"
+    return f"choose one of {', '.join(DATASETS)}{own} (your own images: cofedmid.data.from_torch(train, test, name) in this process first)"
 _CACHE_VERSION = 1
 
 # %% ../nbs/api/01_data.ipynb #0e3750a9
@@ -143,7 +144,7 @@ def split_sizes(name: str, # one of `DATASETS`
         b.apply_defaults()
         return b.arguments['n_train'], b.arguments['n_test']
     if name in USER_DATASETS: return len(USER_DATASETS[name].x_train), len(USER_DATASETS[name].x_test)
-    if name not in _SPECS: raise DataError(f"unknown dataset {name!r}; {_known()}")
+    if name not in _SPECS: raise DataError(f"unknown dataset {name!r}; {dataset_hint()}")
     s = _SPECS[name]
     return s['n_classes']*s['per_class'][0], s['n_classes']*s['per_class'][1]
 
@@ -401,7 +402,7 @@ def load_dataset(name: str, # one of `DATASETS`: `'cifar10'`, `'cifar100'`, `'ti
     if name in USER_DATASETS: return USER_DATASETS[name]
     key = str(name).lower().replace('-', '').replace('_', '')
     if key == 'synthetic': return synthetic_dataset(**kwargs)
-    if key not in _SPECS: raise DataError(f"unknown dataset {name!r}; {_known()}")
+    if key not in _SPECS: raise DataError(f"unknown dataset {name!r}; {dataset_hint()}")
     train, test, classes, source = _load_arrays(key, data_dir, cache, download, verify, progress)
     (xtr, ytr), (xte, yte) = _to_tensors(*train), _to_tensors(*test)
     mean, std = NORM_STATS[key]

@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 from scipy.stats import t as student_t
 from .core import seed_everything, atomic_path, save_state, load_state, folder_lock, remove_stale_tmp, BusyError, CheckpointError
-from .data import load_dataset, DATASETS, USER_DATASETS, DataError, split_sizes
+from .data import load_dataset, DATASETS, USER_DATASETS, DataError, split_sizes, dataset_hint
 from .models import MODELS, BUILTIN_MODELS
 from fastcore.basics import patch
 from .partition import Federation, CandidatePool, save_layout, pick_clients
@@ -22,9 +22,9 @@ from .trajectory import TrajectoryRecorder, Trajectory, ADAPTIVE_VIEWS
 
 # %% auto #0
 __all__ = ['PRESETS', 'ExperimentConfig', 'ConfigError', 'RunInterrupted', 'config_fields', 'load_config', 'mean_ci', 'summarize',
-           'strongest', 'plot_privacy_utility', 'summary', 'report', 'write_summaries', 'load_results', 'build_layout',
-           'client_logs', 'diverged_round', 'run_experiment', 'rescore', 'cell_name', 'grid_cells', 'SweepError',
-           'sweep', 'preset']
+           'defended_rows', 'strongest', 'plot_privacy_utility', 'summary', 'report', 'write_summaries', 'load_results',
+           'build_layout', 'client_logs', 'diverged_round', 'run_experiment', 'rescore', 'cell_name', 'grid_cells',
+           'SweepError', 'sweep', 'preset']
 
 # %% ../nbs/api/10_experiment.ipynb #d86db669
 _NO_DEFENSE = 'none'
@@ -141,9 +141,7 @@ def _check_attacks(cfg: ExperimentConfig):
 def check(self: ExperimentConfig) -> ExperimentConfig:
     "Validate every field, raising `ConfigError` naming the first bad one; returns `self`."
     _check_types(self)
-    if self.dataset not in (*DATASETS, *USER_DATASETS):
-        raise ConfigError(f"dataset={self.dataset!r} is not allowed; choose one of {', '.join((*DATASETS, *USER_DATASETS))} "
-                          "(your own images: cofedmid.data.from_torch(train, test, name) in this process first)")
+    if self.dataset not in (*DATASETS, *USER_DATASETS): raise ConfigError(f"dataset={self.dataset!r} is not allowed; {dataset_hint()}")
     if self.model not in MODELS:
         raise ConfigError(f"model={self.model!r} is not allowed; choose one of {', '.join(MODELS)} "
                           "(your own: cofedmid.models.register_model(name, factory) in this process first)")
@@ -313,6 +311,11 @@ def summarize(res: pd.DataFrame, # rows of `run_experiment` / `sweep` / `load_re
     return pd.DataFrame(rows).round(4)
 
 # %% ../nbs/api/10_experiment.ipynb #1805c155
+def defended_rows(s: pd.DataFrame # rows of `summarize` or `strongest` (with `setting`, `target_defended`)
+                 ) -> pd.DataFrame:
+    "The rows a setting is judged by: its defended targets', or all its targets' where nothing was defended."
+    return s[s.target_defended | ~s.setting.isin(set(s.setting[s.target_defended]))]
+
 def strongest(summary: pd.DataFrame # the output of `summarize`
              ) -> pd.DataFrame:
     "Per setting, non-member set and target group: the strongest defense-agnostic attack in the plain views, and the strongest of every attack and view the defense-aware server has."
@@ -344,8 +347,7 @@ def plot_privacy_utility(strong: pd.DataFrame, # the output of `strongest`
                         ):
     "Test accuracy × strongest-attack AUC per setting, with interval bars; hollow markers: the defense-aware server's strongest."
     import matplotlib.pyplot as plt
-    s = strong[strong.nonmembers == nonmembers]
-    s = s[s.target_defended | ~s.setting.isin(set(s.setting[s.target_defended]))].reset_index(drop=True)
+    s = defended_rows(strong[strong.nonmembers == nonmembers]).reset_index(drop=True)
     if s.empty: raise ValueError(f"no rows for nonmembers={nonmembers!r}")
     ax = ax or plt.subplots(figsize=(8, max(4.5, 0.24*len(s) + 1.2)))[1]
     colours, marks = plt.get_cmap('tab10').colors, 'os^Dv'           # 50 distinct colour-marker pairs
@@ -375,8 +377,7 @@ def summary(res: pd.DataFrame, # rows of `run_experiment` / `sweep` / `load_resu
     s = summarize(res)
     s = s[(s.view == view) & (s.nonmembers == nonmembers)]
     if s.empty: raise ValueError(f"no rows for view={view!r} and nonmembers={nonmembers!r}")
-    defended = set(s.setting[s.target_defended])
-    s = s[s.target_defended | ~s.setting.isin(defended)]
+    s = defended_rows(s)
     t = s.pivot_table(index='attack', columns='setting', values=['auc_mean', 'auc_ci_low', 'auc_ci_high'], sort=False)
     t = t.swaplevel(axis=1).reindex(columns=pd.MultiIndex.from_product([s.setting.unique(), ['auc_mean', 'auc_ci_low', 'auc_ci_high']]))
     acc = s.groupby('setting', sort=False).test_acc_mean.first()
@@ -394,8 +395,11 @@ def _rescore(run: Path) -> pd.DataFrame:
     except (KeyError, ValueError) as e: raise ConfigError(f"{run}/scores.npz cannot be read ({e}); rerun the cell") from None
     cands = SimpleNamespace(cand_owner=meta['cand_owner'], rounds=meta['rounds'], n_clients=cfg.n_clients)  # all `score_table` reads
     hist = _read_history(run)
-    res = _results_table(cfg, cands, scores, hist)
-    _write_csv(run/'results.csv', res); _write_csv(run/'logs.csv', client_logs(hist))
+    return _write_run_tables(run, _results_table(cfg, cands, scores, hist), hist)
+
+def _write_run_tables(run: Path, res: pd.DataFrame, history: list) -> pd.DataFrame:
+    "Write a run's `results.csv` (`res`) and `logs.csv` (from its history); returns `res`."
+    _write_csv(run/'results.csv', res); _write_csv(run/'logs.csv', client_logs(history))
     return res
 
 def report(path: str|Path # a run folder (with `config.json`) or a sweep folder (with `cells/`)
@@ -406,7 +410,9 @@ def report(path: str|Path # a run folder (with `config.json`) or a sweep folder 
     elif (path/'cells').is_dir():
         cells = sorted(d for d in (path/'cells').iterdir() if (d/'scores.npz').is_file())
         if not cells: raise ConfigError(f"{path}/cells holds no finished cell (no scores.npz)")
-        res = _sweep_table([_rescore(d).assign(cell=d.name) for d in cells])
+        runs = {d: _rescore(d) for d in cells}
+        for d, r in runs.items(): write_summaries(d, r)              # every cell's own summary, as its run wrote it
+        res = _sweep_table([r.assign(cell=d.name) for d, r in runs.items()])
         _write_csv(path/'results.csv', res)
     else: raise ConfigError(f"{path} holds neither a run (config.json) nor a sweep (cells/)")
     return write_summaries(path, res)
@@ -683,8 +689,7 @@ def _finish(cfg: ExperimentConfig, out: Path, traj: Trajectory, scores: dict, lo
     from cofedmid.attacks import save_scores
     save_scores(out/'scores.npz', traj, scores)
     hist = _read_history(out)
-    res = _results_table(cfg, traj, scores, hist)                   # what `report` rebuilds from the files
-    _write_csv(out/'results.csv', res); _write_csv(out/'logs.csv', client_logs(hist))
+    res = _write_run_tables(out, _results_table(cfg, traj, scores, hist), hist)   # what `report` rebuilds from the files
     write_summaries(out, res)
     _roc_png(traj, cfg, scores.get(cfg.target_client(), {}), out/'roc.png')
     if (r := diverged_round(hist)) is not None:
