@@ -346,6 +346,7 @@ class CoFedMID(Defense):
         self.val_parts, self.bandits, self.bins, self.exposure, self.messages, self.skipped = {}, {}, {}, {}, [], []
         self._key, self.secret_source = coalition_secret(secret)
         self._pool, self._mask, self._tmp, self._shared = pool, None, {}, {}
+        self.peer_keys = {}                # `{member: X25519 public key}` relayed by the server (a Flower deployment)
 
 def _check_init_round(v):
     "`init_round` is a round number >= 1 (int) or a fraction of the rounds in (0, 1] (float)."
@@ -395,6 +396,23 @@ def recycle_round(self: CoFedMID, total_rounds: int # rounds T of the run
     return r
 
 @patch
+def validation_shares(self: CoFedMID, val: np.ndarray, # the federation's validation split (`fed.val`)
+                      members: list # the coalition members
+                     ) -> dict:
+    "`{member: sorted indices}`: Module 2's validation split dealt out among the members (set `run_seed` first)."
+    shares = np.array_split(self._rng('val').permutation(np.asarray(val, dtype=np.int64)), len(members))
+    return {k: np.sort(s) for k, s in zip(members, shares)}
+
+@patch
+def member_rows(self: CoFedMID, fed, # the federation layout
+                run_seed: int # the run's seed
+               ) -> dict:
+    "`{member: its validation share}` where Module 2 is on (what a member's node needs beyond its own samples), else `{}`."
+    if 'compensation' not in self.modules: return {}
+    self.run_seed = int(run_seed)
+    return self.validation_shares(fed.val, self.coalition_of(fed.n_clients, run_seed))
+
+@patch
 def _setup(self: CoFedMID, sim):
     "Resolve and check the coalition against the federation, split the validation data, make the members' state."
     fed = sim.fed
@@ -410,8 +428,7 @@ def _setup(self: CoFedMID, sim):
         if len(val) < len(members):
             raise ValueError(f"Module 2 needs validation data for every member: fed.val has {len(val)} samples "
                              f"for {len(members)} members (use Federation.split(..., n_val=...))")
-        shares = np.array_split(self._rng('val').permutation(val), len(members))
-        self.val_parts = {k: np.sort(s) for k, s in zip(members, shares)}
+        self.val_parts = self.validation_shares(val, members)
         others = {'the training data': np.concatenate(fed.clients), 'the OFL pool': np.asarray(fed.ofl)}
         if self._pool is not None: others['the candidate pool'] = np.asarray(self._pool.index)
         for k, v in self.val_parts.items():
@@ -438,11 +455,29 @@ def pair_seed(self: CoFedMID, rnd: int, # round number
               k: int, # the member computing the seed (its private key)
               j: int # its partner (its public key)
              ) -> int:
-    "The seed members `k` and `j` share in round `rnd`: HKDF of their X25519 agreement (symmetric in `k`, `j`)."
+    "The seed `k` and `j` share in round `rnd`: HKDF of their X25519 agreement; `j`'s key relayed (`peer_keys`) or derived."
     if (k, j) not in self._shared:
         sk = X25519PrivateKey.from_private_bytes(_hkdf(self._key, f'member/{int(k)}'))
-        self._shared[k, j] = sk.exchange(X25519PublicKey.from_public_bytes(self.public_key(j)))
+        pk = self.peer_keys.get(int(j)) or self.public_key(j)        # relayed by the server, else derived in-process
+        self._shared[k, j] = sk.exchange(X25519PublicKey.from_public_bytes(pk))
     return _seed62(self._shared[k, j], f'pair/{min(k, j)}/{max(k, j)}/{int(rnd)}')
+
+@patch
+def public_key_of(self: CoFedMID, sim, # the (client-side) simulator
+                  k: int # this node's client
+                 ) -> bytes|None:
+    "`k`'s X25519 public key where it is a member adding pairwise noise (what its node publishes through the server), else `None`."
+    on = 'perturbation' in self.modules and self.noise == 'pairwise'
+    return self.public_key(k) if on and k in self.coalition_of(sim.n_clients, sim.cfg.seed) else None
+
+@patch
+def set_peer_keys(self: CoFedMID, keys: dict # `{member: 32-byte X25519 public key}` relayed by the server
+                 ):
+    "Use the relayed public keys in `pair_seed` (each must be 32 bytes)."
+    keys = {int(j): bytes(v) for j, v in keys.items()}
+    for j, v in keys.items():
+        if len(v) != 32: raise ValueError(f"the public key relayed for member {j} has {len(v)} bytes, not 32")
+    if keys != self.peer_keys: self.peer_keys, self._shared = keys, {}
 
 @patch
 def plan(self: CoFedMID,

@@ -703,7 +703,8 @@ def _run_locked(cfg: ExperimentConfig, out: Path, resume: bool, verbose: bool, e
     old = _check_out(cfg, out, resume)
     remove_stale_tmp(out)                                          # what a killed writer left
     if old and (out/'results.csv').is_file() and _same_scoring(cfg, old): return _read_csv(out/'results.csv')
-    with _torch_threads(cfg.threads): data, fed = build_layout(cfg)     # a federation that does not fit fails before any file
+    with _torch_threads(cfg.threads):                               # a federation that does not fit fails before any file
+        data, fed = eng.layout(cfg) if hasattr(eng, 'layout') else build_layout(cfg)   # an engine may hold a layout of its own
     cfg.save(out/'config.json')
     log, t0 = _Log(out/'log.txt', verbose, prefix), time.perf_counter()
     with _torch_threads(cfg.threads):

@@ -120,6 +120,14 @@ class Defense:
     def client_coordinate(self, sim, rnd: int, k: int, delta: torch.Tensor, weights: dict, log: dict) -> torch.Tensor:
         "Member `k`'s upload with its own part of what `coordinate` adds, computed on its side (see `check_member_side`)."
         self.check_member_side(); return delta
+    def public_key_of(self, sim, k: int) -> bytes|None:
+        "The public key member `k` publishes for pairwise key agreement (relayed by the server), if its defense uses one."
+        return None
+    def set_peer_keys(self, keys: dict):
+        "Take the members' public keys `{member: bytes}` the server relayed."
+    def member_rows(self, fed, run_seed: int) -> dict:
+        "`{client: training-split indices}` a member needs beyond its own samples (a node's exported partition carries them)."
+        return {}
     def state_dict(self) -> dict: return dict(vars(self))
     def load_state_dict(self, state: dict): vars(self).update(state)
 

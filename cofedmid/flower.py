@@ -5,18 +5,23 @@
 # %% ../nbs/api/11_flower.ipynb #d0297ccb
 from __future__ import annotations
 import copy, json, logging, pickle, time, math, contextlib, warnings
+from pathlib import Path
 import numpy as np
 import torch
 from fastcore.basics import patch
-from .partition import Federation
+from .core import atomic_path
+from .data import ImageData
+from .partition import Federation, CandidatePool
 from .fl import FedAvg, ClientContext, fedavg_weights, set_flat
 from .experiment import ExperimentConfig, load_config, build_layout
 
 _LOADED = time.time()   # when this process imported the module: a Flower client reports it (start-up timings)
 
 # %% auto #0
-__all__ = ['INSTALL_HINT', 'layout', 'client_side', 'client_round', 'pack_log', 'unpack_log', 'make_client_app', 'FlowerFedAvg',
-           'FlowerEngine']
+__all__ = ['INSTALL_HINT', 'LAYOUT_FIELDS', 'POLL', 'APP_PYPROJECT', 'APP_MODULE', 'APP_CONNECTIONS', 'layout', 'client_side',
+           'client_round', 'layout_key', 'export_partitions', 'load_partition', 'load_auditor', 'pack_log',
+           'unpack_log', 'make_client_app', 'FlowerFedAvg', 'send_and_receive', 'FlowerEngine', 'make_server_app',
+           'write_app']
 
 # %% ../nbs/api/11_flower.ipynb #4c1e451c
 INSTALL_HINT = "the Flower engine needs the extra: pip install 'cofedmid[flower]'"
@@ -37,17 +42,20 @@ def layout(cfg: ExperimentConfig # the experiment
 
 _SIDES = {}
 
-def client_side(experiment: str # the experiment config as JSON (what the server sends)
+def client_side(experiment: str, # the experiment config as JSON (what the server sends)
+                data: str|Path|None = None # the node's partition file (`export_partitions`); `None`: rebuild the layout from the seed
                ) -> tuple:
     "`(sim, initial defense states)`: a client-side `FedAvg` with the experiment's defenses, cached per process."
-    if experiment not in _SIDES:
+    key = (experiment, str(data or ''))
+    if key not in _SIDES:
         cfg = ExperimentConfig.from_dict(json.loads(experiment)).check()
-        data, fed = layout(cfg)
-        sim = FedAvg(data, fed, cfg.model, cfg.fl_config(), cfg.build_defenses())
-        for d in sim.defenses: d.check_member_side()
-        _SIDES.clear()                                  # one experiment per process at a time
-        _SIDES[experiment] = sim, [copy.deepcopy(d.state_dict()) for d in sim.defenses]
-    return _SIDES[experiment]
+        d, fed, k = (*build_layout(cfg), None) if data is None else load_partition(data, cfg)
+        sim = FedAvg(d, fed, cfg.model, cfg.fl_config(), cfg.build_defenses())
+        sim.node_client = k                             # the client a partition file holds (`None`: any)
+        for x in sim.defenses: x.check_member_side()
+        if any(e != experiment for e, _ in _SIDES): _SIDES.clear()   # one experiment per process at a time
+        _SIDES[key] = sim, [copy.deepcopy(x.state_dict()) for x in sim.defenses]
+    return _SIDES[key]
 
 # %% ../nbs/api/11_flower.ipynb #6f4c06bd
 def client_round(sim: FedAvg, # the client-side simulator (`client_side`)
@@ -56,7 +64,8 @@ def client_round(sim: FedAvg, # the client-side simulator (`client_side`)
                  params: torch.Tensor, # flat global parameters received
                  sizes: dict, # `{participant: sample count}` of the round, in the server's order
                  state: dict|None, # this node's state from the previous round (`None` in its first round)
-                 initial: list # the defenses' initial states (`client_side`)
+                 initial: list, # the defenses' initial states (`client_side`)
+                 peer_keys: dict|None = None # `{member: public key}` the server relayed (pairwise key agreement)
                 ) -> tuple:
     "One client's round: restore its state, `before_round`, `train_client`, its noise share; `(upload, log, state)`."
     parts = list(sizes)
@@ -64,7 +73,9 @@ def client_round(sim: FedAvg, # the client-side simulator (`client_side`)
     if mine != sizes: raise ValueError(f"the server's sample counts {sizes} differ from this client's layout {mine}: "
                                        f"server and clients run different experiment configs")
     st = copy.deepcopy(state) if state is not None else {'defenses': copy.deepcopy(initial), 'client': {}}
-    for d, s in zip(sim.defenses, st['defenses']): d.load_state_dict(s)
+    for d, s in zip(sim.defenses, st['defenses']):
+        d.load_state_dict(s)
+        if peer_keys: d.set_peer_keys(peer_keys)
     sim.client_state[k] = st['client']
     sim.params = params.to(sim.device)
     set_flat(sim.model, sim.params)
@@ -75,6 +86,96 @@ def client_round(sim: FedAvg, # the client-side simulator (`client_side`)
     for d in sim.defenses:
         if d.applies(k): delta = d.client_coordinate(sim, rnd, k, delta, weights, ctx.log)   # the member's own share
     return delta, ctx.log, {'defenses': [copy.deepcopy(d.state_dict()) for d in sim.defenses], 'client': sim.client_state[k]}
+
+# %% ../nbs/api/11_flower.ipynb #6cb83228
+LAYOUT_FIELDS = ('dataset', 'synthetic', 'n_clients', 'per_client', 'partition', 'beta', 'n_ofl', 'n_val',
+                 'members_per_client', 'defense', 'knob', 'defended', 'defense_kwargs', 'seed')   # what a partition file depends on
+
+def layout_key(cfg: ExperimentConfig # the experiment
+              ) -> str:
+    "The config fields that decide the layout and the members' extra rows, as JSON: what a partition file is checked by."
+    d = cfg.to_dict()
+    return json.dumps({k: d[k] for k in LAYOUT_FIELDS}, sort_keys=True)
+
+# %% ../nbs/api/11_flower.ipynb #39058a39
+def _save_npz(path: Path, **arrays):
+    "Write plain arrays (no object arrays) to `path` atomically."
+    with atomic_path(path) as tmp:
+        with open(tmp, 'wb') as f: np.savez(f, **arrays)
+
+def _common(cfg: ExperimentConfig, data: ImageData, fed: Federation) -> dict:
+    "What every partition and the auditor's file carry: the layout key, dataset constants and the clients' sizes."
+    return dict(layout=np.array(layout_key(cfg)), name=np.array(data.name), classes=np.array(data.classes, dtype=str),
+                mean=np.array(data.mean), std=np.array(data.std), shape=np.array(data.image_shape), n_total=np.array(fed.n_total),
+                sizes=fed.sizes, val=np.asarray(fed.val, dtype=np.int64))
+
+# %% ../nbs/api/11_flower.ipynb #e20e9de4
+def export_partitions(cfg: ExperimentConfig, # the experiment
+                      out: str|Path # folder for `client-<k>.npz` and `auditor.npz`
+                     ) -> list:
+    "Write each client's partition and the auditor's candidates of `cfg` into `out`; returns the files."
+    cfg = cfg.check()
+    data, fed = build_layout(cfg)
+    extra = {}
+    for d in cfg.build_defenses():
+        for k, idx in d.member_rows(fed, cfg.seed).items(): extra[k] = np.union1d(extra.get(k, np.zeros(0, np.int64)), idx)
+    out, common, files = Path(out), _common(cfg, data, fed), []
+    for k, own in enumerate(fed.clients):
+        rows = np.union1d(own, extra.get(k, np.zeros(0, np.int64))).astype(np.int64)
+        files.append(out/f'client-{k}.npz')
+        _save_npz(files[-1], client=np.array(k), indices=np.asarray(own, dtype=np.int64), rows=rows,
+                  x=data.x_train[rows].numpy(), y=data.y_train[rows].numpy(), **common)
+    pool = CandidatePool.make(fed, cfg.members_per_client, seed=cfg.seed)
+    rows = np.unique(pool.index).astype(np.int64)
+    files.append(out/'auditor.npz')
+    _save_npz(files[-1], rows=rows, x=data.x_train[rows].numpy(), y=data.y_train[rows].numpy(), ofl=np.asarray(fed.ofl, dtype=np.int64),
+              x_test=data.x_test.numpy(), y_test=data.y_test.numpy(),
+              client_indices=np.concatenate(fed.clients).astype(np.int64), **common)
+    return files
+
+# %% ../nbs/api/11_flower.ipynb #83c43e4f
+def _sparse_data(z, source: str, x_test=None, y_test=None) -> ImageData:
+    "An `ImageData` holding only the rows `z['rows']` of the training split (the others zero, label `-1`)."
+    n, shape, rows = int(z['n_total']), tuple(int(s) for s in z['shape']), torch.from_numpy(z['rows'])
+    x, y = torch.zeros((n, *shape), dtype=torch.uint8), torch.full((n,), -1, dtype=torch.int64)
+    x[rows], y[rows] = torch.from_numpy(z['x']), torch.from_numpy(z['y']).long()
+    if x_test is None: x_test, y_test = torch.zeros((0, *shape), dtype=torch.uint8), torch.zeros(0, dtype=torch.int64)
+    return ImageData(str(z['name']), x, y, x_test, y_test, [str(c) for c in z['classes']],
+                     tuple(float(v) for v in z['mean']), tuple(float(v) for v in z['std']), source)
+
+def _open_npz(path: str|Path, what: str) -> dict:
+    "The arrays of an exported `.npz` file (no pickle), or an error naming the export command."
+    path = Path(path)
+    if not path.is_file(): raise FileNotFoundError(f"no {what} file {path}: write it with cofedmid flower export-partitions")
+    with np.load(path, allow_pickle=False) as z: return {k: z[k] for k in z.files}
+
+# %% ../nbs/api/11_flower.ipynb #cee048dd
+def load_partition(path: str|Path, # a `client-<k>.npz` written by `export_partitions`
+                   cfg: ExperimentConfig|None = None # the server's experiment, checked against the file's layout
+                  ) -> tuple:
+    "`(data, fed, client)` of a node from its partition file alone: its rows, the other clients as sample counts."
+    z = _open_npz(path, 'partition')
+    if cfg is not None and str(z['layout']) != layout_key(cfg):
+        raise ValueError(f"{path} was exported for another layout than the server's experiment: re-export it with "
+                         f"cofedmid flower export-partitions for this config")
+    k, own = int(z['client']), z['indices']
+    clients = [own if j == k else np.full(int(n), -1, dtype=np.int64) for j, n in enumerate(z['sizes'])]
+    fed = Federation(clients, np.zeros(0, np.int64), z['val'], int(z['n_total']))
+    return _sparse_data(z, f'partition file {Path(path).name}'), fed, k
+
+# %% ../nbs/api/11_flower.ipynb #0a1bf7ab
+def load_auditor(path: str|Path, # the `auditor.npz` written by `export_partitions`
+                 cfg: ExperimentConfig|None = None # the experiment, checked against the file's layout
+                ) -> tuple:
+    "`(data, fed)` of the server from the auditor's file: the candidates' rows, the test set and the layout's indices."
+    z = _open_npz(path, 'auditor')
+    if cfg is not None and str(z['layout']) != layout_key(cfg):
+        raise ValueError(f"{path} was exported for another layout than this experiment: re-export it with "
+                         f"cofedmid flower export-partitions for this config")
+    cut = np.cumsum(z['sizes'])[:-1]
+    fed = Federation([np.asarray(c) for c in np.split(z['client_indices'], cut)], z['ofl'], z['val'], int(z['n_total']))
+    data = _sparse_data(z, f'auditor file {Path(path).name}', torch.from_numpy(z['x_test']), torch.from_numpy(z['y_test']).long())
+    return data, fed
 
 # %% ../nbs/api/11_flower.ipynb #f7c7d174
 def _plain(o):
@@ -94,33 +195,41 @@ def unpack_log(s: str # what `pack_log` made
     return json.loads(s)
 
 # %% ../nbs/api/11_flower.ipynb #8f016951
-def _client_id(context, sim: FedAvg) -> int:
-    "This node's client id: its `partition-id` node config."
-    if 'partition-id' not in context.node_config:
-        raise ValueError("the SuperNode needs --node-config 'partition-id=<client id>' (its client in the experiment)")
-    k = int(context.node_config['partition-id'])
-    if not 0 <= k < sim.n_clients: raise ValueError(f"partition-id {k} is not a client of the experiment (0..{sim.n_clients - 1})")
-    return k
+def _node_side(msg, context) -> tuple:
+    "`(sim, initial states, client id)` of this node: from its partition file (`data` node config) or its `partition-id`."
+    cfg, conf = msg.content['config']['experiment'], context.node_config
+    sim, init = client_side(cfg, str(conf['data']) if conf.get('data') else None)
+    pid = int(conf['partition-id']) if 'partition-id' in conf else None
+    if sim.node_client is not None:
+        if pid is not None and pid != sim.node_client:
+            raise ValueError(f"partition-id {pid} contradicts the node's data file, which holds client {sim.node_client}")
+        return sim, init, sim.node_client
+    if pid is None: raise ValueError("the SuperNode needs --node-config 'data=\"<its client-k.npz>\"' (or partition-id=<k> "
+                                     "with the whole dataset on the node)")
+    if not 0 <= pid < sim.n_clients: raise ValueError(f"partition-id {pid} is not a client of the experiment (0..{sim.n_clients - 1})")
+    return sim, init, pid
 
+# %% ../nbs/api/11_flower.ipynb #1154dd06
 def _on_query(msg, context):
-    "Reply with this node's client id and sample count."
+    "Reply with this node's client id, sample count and (a member agreeing pairwise seeds) its public key."
     from flwr.app import Message, RecordDict, ConfigRecord
     t0 = time.perf_counter()
-    sim, _ = client_side(msg.content['config']['experiment'])
-    k = _client_id(context, sim)
+    sim, _, k = _node_side(msg, context)
+    keys = [pk for d in sim.defenses if (pk := d.public_key_of(sim, k)) is not None]
     return Message(RecordDict({'reply': ConfigRecord({'client': k, 'n_samples': len(sim.fed.clients[k]), 'loaded_at': _LOADED,
-                                                      'setup_s': time.perf_counter() - t0})}), reply_to=msg)
+                                                      'setup_s': time.perf_counter() - t0, 'public_key': keys[0] if keys else b''})}),
+                   reply_to=msg)
 
 def _on_train(msg, context):
     "Train this node's client for one round; reply with its upload and log."
     from flwr.app import Message, RecordDict, ConfigRecord, ArrayRecord, Array
     c = msg.content['config']
-    sim, init = client_side(c['experiment'])
-    k = _client_id(context, sim)
+    sim, init, k = _node_side(msg, context)
     if int(c['client']) != k: raise ValueError(f"message for client {c['client']} reached client {k}")
     params = torch.from_numpy(msg.content['global']['params'].numpy().copy())
     state = pickle.loads(context.state['cofedmid']['state']) if 'cofedmid' in context.state else None
-    up, log, state = client_round(sim, k, int(c['round']), params, dict(zip(c['participants'], c['sizes'])), state, init)
+    peers = dict(zip(c.get('key_owners', []), c.get('keys', [])))
+    up, log, state = client_round(sim, k, int(c['round']), params, dict(zip(c['participants'], c['sizes'])), state, init, peers)
     context.state['cofedmid'] = ConfigRecord({'state': pickle.dumps(state)})
     return Message(RecordDict({'upload': ArrayRecord({'delta': Array(up.detach().cpu().numpy())}),
                                'log': ConfigRecord({'json': pack_log(log)})}), reply_to=msg)
@@ -148,10 +257,25 @@ class FlowerFedAvg(FedAvg):
         self.experiment = json.dumps(cfg.to_dict(), sort_keys=True)
         self.stateful_clients = cfg.defense != 'none'
         self.grid, self.nodes, self.timeout, self._replies, self.marks = None, None, timeout, {}, {}
+        self.public_keys = {}          # `{member: X25519 public key}` the members published: the only key material the server sees
 
 # %% ../nbs/api/11_flower.ipynb #b5d5fe84
 def _check_reply(r, what: str):
     if r.has_error(): raise RuntimeError(f"{what} failed on node {r.metadata.src_node_id}: {r.error.reason}")
+
+POLL = 0.02   # seconds between the server's pulls of replies (Flower's own `send_and_receive` waits 3 s between pulls)
+
+def send_and_receive(grid, # a ServerApp's `Grid`
+                     msgs: list, # messages to send
+                     timeout: float|None = None # seconds to wait for every reply; `None` = no limit
+                    ) -> list:
+    "Push `msgs` and pull their replies every `POLL` seconds until all came back or `timeout` passed."
+    ids, got, t0 = set(grid.push_messages(msgs)), [], time.perf_counter()
+    while ids and (timeout is None or time.perf_counter() - t0 < timeout):
+        for r in grid.pull_messages(ids):
+            got.append(r); ids.discard(r.metadata.reply_to_message_id)
+        if ids: time.sleep(POLL)
+    return got
 
 @patch
 def connect(self: FlowerFedAvg,
@@ -168,13 +292,14 @@ def connect(self: FlowerFedAvg,
     q = [Message(RecordDict({'config': ConfigRecord({'experiment': self.experiment})}), dst_node_id=n, message_type='query')
          for n in ids]
     nodes, loaded, setup = {}, [], []
-    for r in grid.send_and_receive(q, timeout=self.timeout):
+    for r in send_and_receive(grid, q, self.timeout):
         _check_reply(r, 'query')
         k, n = int(r.content['reply']['client']), int(r.content['reply']['n_samples'])
         loaded.append(float(r.content['reply']['loaded_at'])); setup.append(float(r.content['reply']['setup_s']))
         if k in nodes: raise ValueError(f"two SuperNodes claim client {k}: give each a distinct partition-id")
         if n != len(self.fed.clients[k]): raise ValueError(f"client {k} holds {n} samples, the layout says {len(self.fed.clients[k])}")
         nodes[k] = r.metadata.src_node_id
+        if pk := bytes(r.content['reply']['public_key']): self.public_keys[k] = pk
     if sorted(nodes) != list(range(self.n_clients)):
         raise ValueError(f"clients {sorted(set(range(self.n_clients)) - set(nodes))} have no SuperNode")
     self.nodes = nodes
@@ -191,10 +316,11 @@ def _exchange(self: FlowerFedAvg, rnd: int, parts: list) -> dict:
     glob = ArrayRecord({'params': Array(self.params.detach().cpu().numpy())})
     sizes = [len(self.fed.clients[k]) for k in parts]
     msgs = [Message(RecordDict({'global': glob, 'config': ConfigRecord({
-                'experiment': self.experiment, 'round': rnd, 'client': k, 'participants': list(parts), 'sizes': sizes})}),
+                'experiment': self.experiment, 'round': rnd, 'client': k, 'participants': list(parts), 'sizes': sizes,
+                'key_owners': list(self.public_keys), 'keys': list(self.public_keys.values())})}),
                 dst_node_id=self.nodes[k], message_type='train', group_id=str(rnd)) for k in parts]
     back, got = {n: k for k, n in self.nodes.items()}, {}
-    for r in self.grid.send_and_receive(msgs, timeout=self.timeout):
+    for r in send_and_receive(self.grid, msgs, self.timeout):
         _check_reply(r, f'round {rnd}')
         k = back[r.metadata.src_node_id]
         got[k] = (torch.from_numpy(r.content['upload']['delta'].numpy().copy()).to(self.device),
@@ -231,10 +357,16 @@ class FlowerEngine:
                  num_cpus: int = 1, # CPUs given to Ray (simulation engine): actors training clients at once
                  backend_config: dict|None = None, # Flower backend config; overrides `num_cpus`
                  verbose: bool = False, # show Flower's and Ray's log lines
-                 timeout: float|None = None # seconds to wait for a round's replies
+                 timeout: float|None = None, # seconds to wait for a round's replies
+                 auditor: str|Path|None = None # the auditor's file (`export_partitions`): the server's candidates and test set
                 ):
         _require_flwr()
         self.grid, self.num_cpus, self.backend_config, self.verbose, self.timeout = grid, num_cpus, backend_config, verbose, timeout
+        self.auditor = auditor
+
+    def layout(self, cfg: ExperimentConfig) -> tuple:
+        "The server's `(data, fed)`: from the auditor's file (only the candidates' images), else rebuilt from the seed."
+        return build_layout(cfg) if self.auditor is None else load_auditor(self.auditor, cfg)
 
     def make_sim(self, cfg: ExperimentConfig, data, fed: Federation, observers: list = ()) -> FlowerFedAvg:
         "The server-side simulator of `cfg` (no defense objects: defenses run on the clients)."
@@ -290,8 +422,8 @@ def run(self: FlowerEngine,
                     'body': done['t'] - m['connected'], 'shut_down': t1 - done['t'], 'total': t1 - t0}
 
 # %% ../nbs/api/11_flower.ipynb #b3e87b87
-def _deployed_server_app():
-    "The ServerApp of `flwr run`: runs `run_experiment` on the grid with the run config's `config`, `out` and `resume`."
+def make_server_app():
+    "The ServerApp of `flwr run`: `run_experiment` on the grid with the run config's `config`, `out`, `auditor` and `resume`."
     _require_flwr()
     from flwr.serverapp import ServerApp
     from cofedmid.experiment import run_experiment
@@ -302,11 +434,70 @@ def _deployed_server_app():
         c = str(rc.get('config', ''))
         cfg = ExperimentConfig.from_dict(json.loads(c)) if c.lstrip().startswith('{') else load_config(c)
         run_experiment(cfg, str(rc.get('out', 'runs/flower')), resume=bool(rc.get('resume', False)),
-                       engine=FlowerEngine(grid=grid))
+                       engine=FlowerEngine(grid=grid, auditor=str(rc['auditor']) if rc.get('auditor') else None))
     return app
 
 def __getattr__(name):
     "`client_app` and `server_app`, made on first access (they need `flwr`)."
     if name == 'client_app': return make_client_app()
-    if name == 'server_app': return _deployed_server_app()
+    if name == 'server_app': return make_server_app()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+# %% ../nbs/api/11_flower.ipynb #bb27a526
+APP_PYPROJECT = '''[build-system]
+requires = ["hatchling"]
+build-backend = "hatchling.build"
+
+[project]
+name = "cofedmid-app"
+version = "1.0.0"
+description = "cofedmid's FedAvg server and clients as a Flower app"
+license = "Apache-2.0"
+dependencies = ["cofedmid[flower]"]
+
+[tool.hatch.build.targets.wheel]
+packages = ["."]
+
+[tool.flwr.app]
+publisher = "cofedmid"
+fab-exclude = ["flwr/**"]    # Flower's own folder (FLWR_HOME=flwr) is not part of the app
+
+[tool.flwr.app.components]
+serverapp = "cofedmid_app:server_app"
+clientapp = "cofedmid_app:client_app"
+
+[tool.flwr.app.config]
+config = "experiment.yaml"   # the experiment (a path on the server's machine, or inline JSON)
+out = "runs/flower"          # the server's output folder
+auditor = ""                 # the auditor's file (cofedmid flower export-partitions); "" = rebuild the layout from the seed
+resume = false
+'''
+
+APP_MODULE = '''"""The Flower components of cofedmid: module-level names, where Flower's checker finds them."""
+from cofedmid.flower import make_client_app, make_server_app
+
+client_app = make_client_app()
+server_app = make_server_app()
+'''
+
+APP_CONNECTIONS = '''# Flower's SuperLink connections for this app: export FLWR_HOME=<this folder>
+[superlink]
+default = "local"
+
+[superlink.local]
+address = ":local:"
+options.num-supernodes = 3
+
+[superlink.local-deployment]
+address = "127.0.0.1:9093"
+insecure = true
+'''
+
+# %% ../nbs/api/11_flower.ipynb #e03345f0
+def write_app(folder: str|Path # the app folder to write (created)
+             ) -> Path:
+    "Write cofedmid's Flower app: `pyproject.toml`, `cofedmid_app.py` and `flwr/config.toml` (Flower's connections)."
+    folder = Path(folder)
+    for name, text in (('pyproject.toml', APP_PYPROJECT), ('cofedmid_app.py', APP_MODULE), ('flwr/config.toml', APP_CONNECTIONS)):
+        with atomic_path(folder/name) as tmp: Path(tmp).write_text(text)
+    return folder
