@@ -14,7 +14,7 @@ $(STAMP): settings.ini setup.py constraints.txt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(if $(TORCH_INDEX),$(BIN)/python -m pip install -q -c constraints.txt torch torchvision --index-url $(TORCH_INDEX))
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,flower]"
 	@touch $(STAMP)
 
 venv: $(STAMP)

@@ -86,7 +86,19 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument('--views', nargs='*', choices=['upload', 'global'], help="views to attack (default: the run's)")
     ev.add_argument('--quiet', action='store_true', help='print only the summary')
     sub.add_parser('presets', help='list the presets')
+    _flower_parser(sub)
     return p
+
+def _flower_parser(sub):
+    "`cofedmid flower app DIR` and `cofedmid flower export-partitions`."
+    fl = sub.add_parser('flower', help="Flower deployment: write the app folder, cut an experiment's data into one file per node")
+    fs = fl.add_subparsers(dest='flower_command', required=True)
+    fs.add_parser('app', help="write cofedmid's Flower app folder (pyproject.toml, cofedmid_app.py, flwr/config.toml)").add_argument('dir')
+    fe = fs.add_parser('export-partitions', help="write each client's partition (client-<k>.npz) and the auditor's file (auditor.npz)")
+    fe.add_argument('--preset', metavar='NAME', help='the experiment of a preset without a grid')
+    fe.add_argument('--config', help='a YAML or JSON config file')
+    fe.add_argument('--set', nargs='*', metavar='FIELD=VALUE', help='override config fields')
+    fe.add_argument('--out', required=True, help='the folder for the files')
 
 # %% ../nbs/api/90_cli.ipynb #1e43f563
 _LEGEND = ("AUC: 0.5 = chance, 1 = every member ranked above every non-member; lower = better defended. Members = the "
@@ -163,9 +175,24 @@ def _experiment(a) -> tuple:
     try: return sweep(cfg, grid, out, verbose=not a.quiet, jobs=a.jobs, engine=a.engine), out
     except KeyboardInterrupt: raise RunInterrupted(f"interrupted; the finished cells are kept: rerun the same command with --resume") from None
 
+def _flower(a):
+    "`cofedmid flower app DIR` / `cofedmid flower export-partitions --config FILE --out DIR`."
+    from cofedmid.experiment import ConfigError
+    from cofedmid.flower import write_app, export_partitions
+    if a.flower_command == 'app':
+        print(f"Flower app written to {write_app(a.dir)}: flwr run {a.dir} local-deployment --stream (see its pyproject.toml)"); return
+    if not (a.preset or a.config): raise ConfigError("say which experiment to cut: --config FILE or --preset NAME")
+    a.grid = None
+    cfg, grid, _ = _build(a)
+    if grid: raise ConfigError(f"preset {a.preset!r} is a grid of experiments: export one with --config FILE (or --set its fields)")
+    files = export_partitions(cfg, a.out)
+    print(f"{len(files) - 1} client partitions and the auditor's file in {a.out}: give node k "
+          f"--node-config 'data=\"{Path(a.out)/'client-0.npz'}\"' (k = 0 shown), the ServerApp auditor=\"{files[-1]}\"")
+
 def _dispatch(a) -> pd.DataFrame|None:
     "Run the parsed command; returns the results table of `run`/`sweep`/`evaluate`."
     if a.command == 'presets': return _presets()
+    if a.command == 'flower': return _flower(a)
     if a.command == 'report': return _report(a.dir)
     res, out = _experiment(a)
     _print_summary(res, out)

@@ -463,12 +463,18 @@ def pair_seed(self: CoFedMID, rnd: int, # round number
     return _seed62(self._shared[k, j], f'pair/{min(k, j)}/{max(k, j)}/{int(rnd)}')
 
 @patch
+def members_of(self: CoFedMID, sim # the simulator
+              ) -> list:
+    "The coalition of `sim`'s federation, resolved before round 1 as `_setup` resolves it."
+    return self.coalition_of(sim.n_clients, sim.cfg.seed)
+
+@patch
 def public_key_of(self: CoFedMID, sim, # the (client-side) simulator
                   k: int # this node's client
                  ) -> bytes|None:
     "`k`'s X25519 public key where it is a member adding pairwise noise (what its node publishes through the server), else `None`."
     on = 'perturbation' in self.modules and self.noise == 'pairwise'
-    return self.public_key(k) if on and k in self.coalition_of(sim.n_clients, sim.cfg.seed) else None
+    return self.public_key(k) if on and k in self.members_of(sim) else None
 
 @patch
 def set_peer_keys(self: CoFedMID, keys: dict # `{member: 32-byte X25519 public key}` relayed by the server

@@ -120,6 +120,9 @@ class Defense:
     def client_coordinate(self, sim, rnd: int, k: int, delta: torch.Tensor, weights: dict, log: dict) -> torch.Tensor:
         "Member `k`'s upload with its own part of what `coordinate` adds, computed on its side (see `check_member_side`)."
         self.check_member_side(); return delta
+    def members_of(self, sim) -> list:
+        "The clients this defense acts for in `sim` (known before round 1)."
+        return list(self.clients)
     def public_key_of(self, sim, k: int) -> bytes|None:
         "The public key member `k` publishes for pairwise key agreement (relayed by the server), if its defense uses one."
         return None

@@ -49,10 +49,11 @@ def client_side(experiment: str, # the experiment config as JSON (what the serve
     key = (experiment, str(data or ''))
     if key not in _SIDES:
         cfg = ExperimentConfig.from_dict(json.loads(experiment)).check()
+        if cfg.threads: torch.set_num_threads(cfg.threads)   # a node trains with the experiment's thread count, as in-process
         d, fed, k = (*build_layout(cfg), None) if data is None else load_partition(data, cfg)
         sim = FedAvg(d, fed, cfg.model, cfg.fl_config(), cfg.build_defenses())
         sim.node_client = k                             # the client a partition file holds (`None`: any)
-        for x in sim.defenses: x.check_member_side()
+        for x in sim.defenses: x.check_member_side(secret=k is None or k in x.members_of(sim))   # a non-member needs no secret
         if any(e != experiment for e, _ in _SIDES): _SIDES.clear()   # one experiment per process at a time
         _SIDES[key] = sim, [copy.deepcopy(x.state_dict()) for x in sim.defenses]
     return _SIDES[key]
