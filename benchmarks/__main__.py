@@ -4,7 +4,7 @@ import argparse, importlib, sys, time, traceback
 from . import write_result
 from ._report import write_readme
 
-MODULES = ['b1_overhead', 'b2_signals', 'b3_size', 'b4_hardware', 'b5_scaling', 'b6_end_to_end', 'b7_base_cell']
+MODULES = ['b1_overhead', 'b2_signals', 'b3_size', 'b4_hardware', 'b5_scaling', 'b6_end_to_end', 'b7_base_cell', 'b8_flower_rounds']
 
 def main(argv=None):
     p = argparse.ArgumentParser(prog='python -m benchmarks', description=__doc__)

@@ -6,7 +6,7 @@ from pathlib import Path
 HERE = Path(__file__).parent
 HEAD = """# Benchmarks
 
-`make bench` (= `.venv/bin/python -m benchmarks`) runs seven benchmarks, each against the usual way of doing the
+`make bench` (= `.venv/bin/python -m benchmarks`) runs eight benchmarks, each against the usual way of doing the
 same thing, in the same process run; `--full` uses bigger sizes, `--only 2,3` runs some, `--threads N` sets torch
 threads for the ratio benchmarks (default 1). Each writes `results/<name>.json` (all raw timings, the machine, the
 command) and prints one line; this file is rewritten from those JSON files at the end of a run. GPU paths run when
