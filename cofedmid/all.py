@@ -9,5 +9,6 @@ from .metrics import *
 from .attacks import *
 from .defenses import *
 from .cofedmid import *
+from .config import *
 from .experiment import *
 from .adaptive import *

@@ -19,254 +19,16 @@ from fastcore.basics import patch
 from .partition import Federation, CandidatePool, save_layout, pick_clients
 from .fl import FedAvg, FLConfig
 from .trajectory import TrajectoryRecorder, Trajectory, ADAPTIVE_VIEWS
+from .config import *
 
 # %% auto #0
-__all__ = ['PRESETS', 'ExperimentConfig', 'ConfigError', 'RunInterrupted', 'config_fields', 'load_config', 'mean_ci', 'summarize',
-           'defended_rows', 'strongest', 'plot_privacy_utility', 'summary', 'report', 'write_summaries', 'load_results',
-           'build_layout', 'client_logs', 'diverged_round', 'run_experiment', 'rescore', 'cell_name', 'grid_cells',
-           'SweepError', 'sweep', 'preset']
+__all__ = ['PRESETS', 'RunInterrupted', 'mean_ci', 'summarize', 'defended_rows', 'strongest', 'plot_privacy_utility', 'summary',
+           'report', 'write_summaries', 'load_results', 'client_logs', 'diverged_round', 'run_experiment', 'rescore',
+           'cell_name', 'grid_cells', 'SweepError', 'sweep', 'preset']
 
-# %% ../nbs/api/10_experiment.ipynb #d86db669
-_NO_DEFENSE = 'none'
-_VIEWS = ('upload', 'global')
-
-@dataclass
-class ExperimentConfig:
-    "Everything that defines one experiment; `check()` validates it before anything runs."
-    dataset: str = 'cifar10'          # `'cifar10'`, `'cifar100'`, `'tinyimagenet'` or `'synthetic'`
-    data_dir: str|None = None         # dataset folder; default `$COFEDMID_DATA`, else torchvision's download
-    synthetic: dict = field(default_factory=dict)  # arguments of `synthetic_dataset` (dataset `'synthetic'` only)
-    model: str = 'cnn'                # model name: `'cnn'`, `'alexnet'` or `'resnet18'`
-    n_clients: int = 10               # number of clients K
-    per_client: int|None = 500        # training images per client; `None` divides all remaining images
-    partition: str = 'iid'            # `'iid'` or `'dirichlet'`
-    beta: float = 1.0                 # Dirichlet concentration (partition `'dirichlet'`)
-    n_ofl: int = 1000                 # held-out images never trained on (the OFL non-members)
-    n_val: int = 500                  # validation images (CoFedMID's reward), disjoint from everything else
-    members_per_client: int|None = 250  # MIA candidates per client (members of it, IFL for others); `None` = all
-    rounds: int = 20                  # FedAvg rounds T
-    local_epochs: int = 2             # local epochs E
-    batch_size: int = 64              # local batch size B
-    lr: float = 0.05                  # client learning rate
-    momentum: float = 0.9             # SGD momentum
-    weight_decay: float = 5e-4        # SGD weight decay
-    lr_schedule: str = 'constant'     # `'constant'`, `'cosine'` or `'exp'`
-    lr_decay: float = 0.99            # per-round factor of the `'exp'` schedule
-    client_fraction: float = 1.0      # fraction of clients sampled each round
-    augment: bool = False             # crop + flip for every client (not a defense)
-    defense: str = 'none'             # `'none'`, `'cofedmid'` or a baseline defense name
-    knob: float|None = None           # the defense's privacy knob; `None` = its default
-    defended: list|int|str = 'half'   # defended clients / the coalition: ids, a count (seeded draw), `'pair'` or `'half'`
-    defense_kwargs: dict = field(default_factory=dict)  # further arguments of the defense (e.g. CoFedMID's `modules`)
-    target: int|None = None           # the client whose ROC curves are plotted and logged; default the first defended client
-    targets: list|str = 'all'         # clients attacked in turn on the one shared training (`'all'` or a list of ids)
-    attacks: list|None = None         # attack names; `None` = every attack the trajectory supports
-    views: list = field(default_factory=lambda: list(_VIEWS))  # `'upload'` (server's view) and/or `'global'`
-    record_every: int = 5             # record the trajectory every this many rounds (and the last round)
-    grad_signals: bool = True         # record gradient signals (needed by the gradient attacks)
-    grad_every: int|None = None       # record the gradient signals every this many rounds (and the last); `None` = `record_every`
-    adaptive: bool = False            # also record and attack the defense-aware server's views (`cofedmid.adaptive`)
-    eval_size: int|None = 2000        # test images used for the accuracy; `None` = all
-    seed: int = 0                     # the one seed of the run
-    device: str|None = None           # `'cpu'`, `'cuda'` or `None` for the best available
-    threads: int|None = None          # torch CPU threads; `None` = the current count (recorded in `config.json`, applied on resume)
-
-# %% ../nbs/api/10_experiment.ipynb #d0512b8f
-class ConfigError(ValueError):
-    "A bad experiment configuration: names the field and what it accepts."
-
-def _defense_names() -> list:
-    "`'none'`, `'cofedmid'` and the baseline defenses that are installed."
-    names = [_NO_DEFENSE, 'cofedmid']
-    with contextlib.suppress(ImportError):
-        from cofedmid.defenses import DEFENSES
-        names += list(DEFENSES)
-    return names
-
-def _one_of(name, value, allowed):
-    if value not in allowed: raise ConfigError(f"{name}={value!r} is not allowed; choose one of {', '.join(map(str, allowed))}")
-
-def _positive(name, value, none_ok=False, zero_ok=False):
-    if value is None and none_ok: return
-    ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool) and (value >= 0 if zero_ok else value >= 1)
-    if not ok: raise ConfigError(f"{name}={value!r} must be a {'non-negative' if zero_ok else 'positive'} integer"
-                                 f"{' or null' if none_ok else ''}")
-
+# %% ../nbs/api/10_experiment.ipynb #3db45a63
 class RunInterrupted(KeyboardInterrupt):
     "Ctrl-C during a run: the message says after which round, and how to resume."
-
-# %% ../nbs/api/10_experiment.ipynb #e57c1a70
-_KINDS = {'int': 'an integer', 'float': 'a finite number', 'bool': 'true or false', 'str': 'a string', 'list': 'a list',
-          'dict': 'a mapping', 'None': 'null'}
-
-def _is(kind: str, v) -> bool:
-    "Whether `v` has config type `kind` (booleans are not numbers; floats must be finite)."
-    if kind == 'None': return v is None
-    if kind == 'bool': return isinstance(v, (bool, np.bool_))
-    if isinstance(v, (bool, np.bool_)): return False
-    if kind == 'int': return isinstance(v, (int, np.integer))
-    if kind == 'float': return isinstance(v, (int, float, np.integer, np.floating)) and math.isfinite(v)
-    return isinstance(v, {'str': str, 'list': (list, tuple), 'dict': dict}[kind])
-
-def _check_types(cfg: ExperimentConfig):
-    "Raise `ConfigError` for the first field whose value does not have its declared type (ids in lists: `pick_clients`)."
-    for f in fields(cfg):
-        kinds, v = [k.strip() for k in str(f.type).split('|')], getattr(cfg, f.name)
-        if not any(_is(k, v) for k in kinds): raise ConfigError(f"{f.name}={v!r} must be {' or '.join(_KINDS[k] for k in kinds)}")
-
-# %% ../nbs/api/10_experiment.ipynb #6dd042c5
-def _check_sizes(cfg: ExperimentConfig):
-    "Raise `ConfigError` unless the clients, OFL pool and validation split fit in the dataset's training split."
-    if cfg.synthetic and cfg.dataset != 'synthetic': raise ConfigError(f"synthetic={cfg.synthetic!r} needs dataset 'synthetic'")
-    try: n_train = split_sizes(cfg.dataset, **cfg.synthetic)[0]
-    except DataError as e: raise ConfigError(str(e)) from None
-    per = cfg.per_client or 1
-    need = cfg.n_clients*per + cfg.n_ofl + cfg.n_val
-    if need > n_train:
-        raise ConfigError(f"{cfg.n_clients} clients x {per} images + n_ofl={cfg.n_ofl} + n_val={cfg.n_val} = {need} images, but the "
-                          f"{cfg.dataset} training split has {n_train}: lower n_clients, per_client, n_ofl or n_val")
-
-def _check_attacks(cfg: ExperimentConfig):
-    "Raise `ConfigError` for a named attack this federation or recording cannot support."
-    from cofedmid.attacks import ATTACKS
-    for a in cfg.attacks or []:
-        if ATTACKS[a].min_clients > cfg.n_clients:
-            raise ConfigError(f"attack {a!r} needs at least {ATTACKS[a].min_clients} clients (the target and its references); "
-                              f"n_clients={cfg.n_clients}: add clients or drop it from attacks")
-        if ATTACKS[a].needs_grad and not cfg.grad_signals:
-            raise ConfigError(f"attack {a!r} needs the gradient signals: set grad_signals=true or drop it from attacks")
-
-# %% ../nbs/api/10_experiment.ipynb #ead76d1a
-@patch
-def check(self: ExperimentConfig) -> ExperimentConfig:
-    "Validate every field, raising `ConfigError` naming the first bad one; returns `self`."
-    _check_types(self)
-    if self.dataset not in (*DATASETS, *USER_DATASETS): raise ConfigError(f"dataset={self.dataset!r} is not allowed; {dataset_hint()}")
-    if self.model not in MODELS:
-        raise ConfigError(f"model={self.model!r} is not allowed; choose one of {', '.join(MODELS)} "
-                          "(your own: cofedmid.models.register_model(name, factory) in this process first)")
-    _one_of('partition', self.partition, ('iid', 'dirichlet'))
-    _one_of('defense', self.defense, _defense_names())
-    if self.defense == _NO_DEFENSE and (self.knob is not None or self.defense_kwargs):
-        raise ConfigError(f"knob={self.knob!r} / defense_kwargs={self.defense_kwargs!r} need a defense; defense is 'none'")
-    for f in ('n_clients', 'rounds', 'local_epochs', 'batch_size', 'record_every'): _positive(f, getattr(self, f))
-    for f in ('per_client', 'members_per_client', 'eval_size', 'grad_every', 'threads'): _positive(f, getattr(self, f), none_ok=True)
-    for f in ('n_ofl', 'n_val', 'seed'): _positive(f, getattr(self, f), zero_ok=True)
-    if not isinstance(self.adaptive, bool): raise ConfigError(f"adaptive={self.adaptive!r} must be true or false")
-    if not self.beta > 0: raise ConfigError(f"beta={self.beta!r} must be > 0 (Dirichlet concentration)")
-    bad = [v for v in self.views if v not in _VIEWS]
-    if not self.views or bad: raise ConfigError(f"views={self.views!r}: each must be one of {', '.join(_VIEWS)}")
-    if self.target is not None and not (isinstance(self.target, int) and 0 <= self.target < self.n_clients):
-        raise ConfigError(f"target={self.target!r} must be a client id in 0..{self.n_clients - 1} or null")
-    if self.targets != 'all' and not (isinstance(self.targets, list) and self.targets):
-        raise ConfigError(f"targets={self.targets!r} must be 'all' or a non-empty list of client ids in 0..{self.n_clients - 1}")
-    self.attacked_clients()
-    if self.attacks is not None:
-        from cofedmid.attacks import ATTACKS
-        bad = [a for a in self.attacks if a not in ATTACKS]
-        if bad: raise ConfigError(f"attacks: unknown {bad}; choose from {', '.join(ATTACKS)}")
-    try: self.fl_config()
-    except ValueError as e: raise ConfigError(str(e).replace('FLConfig.', '')) from None
-    self.defended_clients()
-    self.build_defenses()
-    _check_sizes(self); _check_attacks(self)
-    return self
-
-# %% ../nbs/api/10_experiment.ipynb #e75042df
-@patch
-def fl_config(self: ExperimentConfig) -> FLConfig:
-    "The simulator's hyper-parameters of this experiment."
-    names = {f.name for f in fields(FLConfig)}
-    return FLConfig(**{k: v for k, v in asdict(self).items() if k in names}, progress=False)
-
-@patch
-def defended_clients(self: ExperimentConfig) -> list:
-    "Sorted ids of the defended clients (the coalition), resolved with the run's seed."
-    try: return pick_clients(self.defended, self.n_clients, self.seed, what='defended')
-    except (ValueError, TypeError) as e: raise ConfigError(str(e)) from None
-
-@patch
-def target_client(self: ExperimentConfig) -> int:
-    "The attacked client: `target`, else the first defended client drawn (in every larger draw too), else client 0."
-    if self.target is not None: return self.target
-    try: d = pick_clients(self.defended, self.n_clients, self.seed, what='defended', ordered=True)
-    except (ValueError, TypeError) as e: raise ConfigError(str(e)) from None
-    return d[0] if d else 0
-
-@patch
-def attacked_clients(self: ExperimentConfig) -> list:
-    "The clients attacked in turn: every client for `targets='all'`, else the listed ones (sorted, checked by `pick_clients`)."
-    if self.targets == 'all': return list(range(self.n_clients))
-    try: return pick_clients(self.targets, self.n_clients, self.seed, what='targets', stream='targets')
-    except (ValueError, TypeError) as e: raise ConfigError(str(e)) from None
-
-@patch
-def build_defenses(self: ExperimentConfig, secret: str|None = None # CoFedMID's coalition secret (member-side, never in the config)
-                  ) -> list:
-    "The `Defense` objects of this experiment (an empty list for `'none'`); bad arguments raise `ConfigError`."
-    if self.defense == _NO_DEFENSE: return []
-    clients = self.defended_clients()
-    kw = dict(self.defense_kwargs)
-    try:
-        if self.defense == 'cofedmid':
-            from cofedmid.cofedmid import CoFedMID
-            if self.knob is not None: kw['sigma'] = self.knob
-            if 'secret' in kw: raise ValueError("the coalition secret must not go into defense_kwargs (they are written to "
-                                                "config.json, which the server holds); set $COFEDMID_COALITION_SECRET on the members")
-            d = CoFedMID(clients, seed=self.seed, secret=secret, **kw)
-            d.recycle_round(self.rounds)
-            return [d]
-        from cofedmid.defenses import make_defense
-        return [make_defense(self.defense, clients, self.knob, **kw)]
-    except (ValueError, TypeError) as e: raise ConfigError(f"defense {self.defense!r}: {e}") from None
-
-# %% ../nbs/api/10_experiment.ipynb #64f8b062
-@patch
-def uses_own(self: ExperimentConfig) -> list:
-    "What of yours this config names: `['dataset NAME', 'model NAME']` for data from `from_torch` and models from `register_model`."
-    return ([f"dataset {self.dataset!r}"] if self.dataset in USER_DATASETS else []) + \
-           ([f"model {self.model!r}"] if self.model not in BUILTIN_MODELS else [])
-
-# %% ../nbs/api/10_experiment.ipynb #14978ac1
-@patch
-def to_dict(self: ExperimentConfig) -> dict:
-    "The config as plain JSON-able data."
-    return json.loads(json.dumps(asdict(self)))
-
-@patch(cls_method=True)
-def from_dict(cls: ExperimentConfig, d: dict # field values; missing fields keep their defaults
-             ) -> ExperimentConfig:
-    "Build a config from a dict, rejecting unknown keys."
-    names = [f.name for f in fields(cls)]
-    bad = [k for k in d if k not in names]
-    if bad: raise ConfigError(f"unknown config field(s) {bad}; the fields are: {', '.join(names)}")
-    return cls(**d)
-
-def config_fields(path: str|Path # a `.json`, `.yaml` or `.yml` file
-                 ) -> dict:
-    "The fields a JSON or YAML config file sets, checked for unknown names."
-    path = Path(path)
-    if not path.is_file(): raise ConfigError(f"config file {path} does not exist")
-    text = path.read_text()
-    import yaml
-    try: d = (yaml.safe_load(text) or {}) if path.suffix in ('.yaml', '.yml') else json.loads(text)
-    except (yaml.YAMLError, json.JSONDecodeError) as e:
-        why = ' '.join(str(e).split())[:160]
-        raise ConfigError(f"{path} is not valid {'YAML' if path.suffix in ('.yaml', '.yml') else 'JSON'} ({why}): fix it or rerun without it") from None
-    if not isinstance(d, dict): raise ConfigError(f"{path} must hold a mapping of config fields")
-    ExperimentConfig.from_dict(d)
-    return d
-
-def load_config(path: str|Path # a `.json`, `.yaml` or `.yml` file
-               ) -> ExperimentConfig:
-    "Read an `ExperimentConfig` from a JSON or YAML file."
-    return ExperimentConfig.from_dict(config_fields(path))
-
-@patch
-def save(self: ExperimentConfig, path: str|Path # where to write the JSON (atomically)
-        ):
-    "Write the config as JSON."
-    with atomic_path(path) as tmp: Path(tmp).write_text(json.dumps(self.to_dict(), indent=1))
 
 # %% ../nbs/api/10_experiment.ipynb #2b9b0df8
 _SUMMARY_KEYS = ['setting', 'attack', 'view', 'nonmembers', 'target_defended']
@@ -293,7 +55,7 @@ def summarize(res: pd.DataFrame, # rows of `run_experiment` / `sweep` / `load_re
              ) -> pd.DataFrame:
     "One row per (setting, attack, view, non-member set, target defended): mean AUC and test accuracy with intervals."
     res = res.assign(setting=_settings(res))
-    if 'target_defended' not in res: res = res.assign(target_defended=res.defense != _NO_DEFENSE)  # older runs: one defended target
+    if 'target_defended' not in res: res = res.assign(target_defended=res.defense != NO_DEFENSE)  # older runs: one defended target
     nan = pd.Series(np.nan, index=res.index)
     rows = []
     for key, g in res.groupby(_SUMMARY_KEYS, sort=False):
@@ -321,7 +83,7 @@ def strongest(summary: pd.DataFrame # the output of `summarize`
     "Per setting, non-member set and target group: the strongest defense-agnostic attack in the plain views, and the strongest of every attack and view the defense-aware server has."
     from cofedmid.attacks import ATTACKS
     keys, rows = ['setting', 'nonmembers', 'target_defended'], []
-    agnostic = summary.view.isin(_VIEWS) & summary.attack.map(lambda a: a in ATTACKS and ATTACKS[a].kind != 'adaptive')
+    agnostic = summary.view.isin(VIEWS) & summary.attack.map(lambda a: a in ATTACKS and ATTACKS[a].kind != 'adaptive')
     for key, g in summary.groupby(keys, sort=False):
         row = dict(zip(keys, key))
         for label, part in (('strongest', g[agnostic[g.index]]), ('adaptive', g)):
@@ -517,19 +279,6 @@ def _engine(engine):
     if isinstance(engine, str): raise ConfigError(f"engine={engine!r} is not allowed; choose one of inprocess, flower")
     return engine
 
-def _data(cfg: ExperimentConfig):
-    if cfg.dataset == 'synthetic': return load_dataset('synthetic', **cfg.synthetic)
-    return load_dataset(cfg.dataset, cfg.data_dir, progress=False)
-
-def build_layout(cfg: ExperimentConfig # the experiment
-                ) -> tuple:
-    "`(data, federation)` of `cfg`, seeded: what every engine and every client rebuilds identically."
-    seed_everything(cfg.seed)
-    data = _data(cfg)
-    try: return data, Federation.split(data.y_train.numpy(), cfg.n_clients, cfg.partition, cfg.beta, cfg.per_client,
-                                       cfg.n_ofl, cfg.n_val, cfg.seed)
-    except ValueError as e: raise ConfigError(f"the federation does not fit the data: {e}") from None
-
 # %% ../nbs/api/10_experiment.ipynb #fe454951
 def _defense_info(defenses: list) -> dict:
     "The defense's privacy knob as it ran (its default filled in) and, for CoFedMID, its modules."
@@ -554,7 +303,7 @@ def _results_table(cfg: ExperimentConfig, traj: Trajectory, scores: dict, histor
     "`results.csv` of a run: one row per (target, attack, view, non-member set) with the run's settings, floats rounded."
     from cofedmid.attacks import score_table
     coalition = cfg.defended_clients()              # without a defense: the clients a defense would protect
-    defended = coalition if cfg.defense != _NO_DEFENSE else []
+    defended = coalition if cfg.defense != NO_DEFENSE else []
     acc = next(h['test_acc'] for h in reversed(history) if 'test_acc' in h)
     run = dict(dataset=cfg.dataset, model=cfg.model, defense=cfg.defense, **_defense_info(cfg.build_defenses()),
                coalition_size=len(defended), seed=cfg.seed, test_acc=acc)
@@ -622,7 +371,7 @@ def _train(cfg: ExperimentConfig, out: Path, resume: bool, log, eng, data, fed) 
     if resume and (out/'trajectory.npz').is_file():              # written last: the training is complete
         log(f"training finished earlier: scoring {out/'trajectory.npz'}"); return Trajectory.load(out/'trajectory.npz')
     sim, rec = _simulator(cfg, out, resume, log, eng, data, fed)
-    defended = cfg.defended_clients() if cfg.defense != _NO_DEFENSE else '-'
+    defended = cfg.defended_clients() if cfg.defense != NO_DEFENSE else '-'
     log(f"{data}\n{cfg.n_clients} clients x {fed.sizes.min()}-{fed.sizes.max()} images, {cfg.model}, {cfg.rounds} rounds, "
         f"E={cfg.local_epochs}, defense {cfg.defense} on clients {defended}, targets {cfg.targets}, {len(rec.pool)} candidates, "
         f"device {sim.device}, {cfg.threads} thread(s)")
@@ -652,7 +401,7 @@ def _score_run(cfg: ExperimentConfig, traj: Trajectory, log=print) -> dict:
     from cofedmid.attacks import score_attacks, scores_as_stored, ATTACKS
     coalition, views = cfg.defended_clients(), cfg.views + (list(ADAPTIVE_VIEWS) if cfg.adaptive else [])
     out = {}
-    defended = coalition if cfg.defense != _NO_DEFENSE else []     # what the coalition-aware server knows
+    defended = coalition if cfg.defense != NO_DEFENSE else []     # what the coalition-aware server knows
     for t in cfg.attacked_clients():
         s, notes = score_attacks(traj, t, cfg.attacks, views, coalition=coalition or None, skip_unavailable=True, defended=defended)
         for n in notes:                                  # not the attack's view rule: the trajectory could not support it
@@ -671,7 +420,7 @@ def _roc_png(traj: Trajectory, cfg: ExperimentConfig, scores: dict, path: Path, 
         use = (member | ofl) & np.isfinite(s)
         if v == view and member[use].any() and (~member[use]).any(): curves[a] = (s[use], member[use])
     if not curves: return
-    what = 'no defense' if cfg.defense == _NO_DEFENSE else f"{cfg.defense} on {len(cfg.defended_clients())} clients"
+    what = 'no defense' if cfg.defense == NO_DEFENSE else f"{cfg.defense} on {len(cfg.defended_clients())} clients"
     with matplotlib.rc_context({'figure.dpi': 100}):
         fig, ax = plt.subplots(figsize=(5, 5))
         from cofedmid.metrics import plot_roc
@@ -912,6 +661,6 @@ def preset(name: str, # a key of `PRESETS`
            **overrides # config fields to change
           ) -> tuple:
     "`(base config, grid)` of preset `name`, with `overrides` applied to the base."
-    _one_of('preset', name, list(PRESETS))
+    check_one_of('preset', name, list(PRESETS))
     p = PRESETS[name]
     return ExperimentConfig.from_dict(p['base'] | overrides), copy.deepcopy(p['grid'])

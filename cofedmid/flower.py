@@ -13,7 +13,7 @@ from .core import atomic_path
 from .data import ImageData
 from .partition import Federation, CandidatePool
 from .fl import FedAvg, ClientContext, fedavg_weights, set_flat
-from .experiment import ExperimentConfig, load_config, build_layout
+from .config import ExperimentConfig, load_config, build_layout   # not cofedmid.experiment: neither imports the other
 
 _LOADED = time.time()   # when this process imported the module: a Flower client reports it (start-up timings)
 
@@ -297,7 +297,7 @@ def connect(self: FlowerFedAvg,
         _check_reply(r, 'query')
         k, n = int(r.content['reply']['client']), int(r.content['reply']['n_samples'])
         loaded.append(float(r.content['reply']['loaded_at'])); setup.append(float(r.content['reply']['setup_s']))
-        if k in nodes: raise ValueError(f"two SuperNodes claim client {k}: give each a distinct partition-id")
+        if k in nodes: raise ValueError(f"two SuperNodes claim client {k}: give each its own partition file (or partition-id)")
         if n != len(self.fed.clients[k]): raise ValueError(f"client {k} holds {n} samples, the layout says {len(self.fed.clients[k])}")
         nodes[k] = r.metadata.src_node_id
         if pk := bytes(r.content['reply']['public_key']): self.public_keys[k] = pk

@@ -141,3 +141,60 @@ def test_flower_matches_inprocess(noise):
         assert sorted(delta) == [0, 1] and all(float(d.norm()) > 1e-3 for d in delta.values())
         resid = sum(w[k] * delta[k] for k in delta)                                              # sum_k w_k delta_k
         assert float(resid.abs().max()) < 1e-6 * max(float(d.abs().max()) for d in delta.values()) + 1e-6
+
+def test_a_node_holds_and_builds_only_its_own_partition(tmp_path, monkeypatch):
+    "A node's file has its rows (and a member's validation share) only; its simulator is built without the layout."
+    import cofedmid.flower as cf
+    from cofedmid.flower import export_partitions, load_partition
+    cfg = _cfg('pairwise')
+    data, fed = layout(cfg)
+    export_partitions(cfg, tmp_path)
+    def no_layout(*a, **k): raise AssertionError('a node with a partition file built the whole layout')
+    monkeypatch.setattr(cf, 'build_layout', no_layout)
+    others = lambda k: set(np.concatenate([c for j, c in enumerate(fed.clients) if j != k]).tolist())
+    for k in range(3):
+        with np.load(tmp_path/f'client-{k}.npz', allow_pickle=False) as z:
+            rows = set(z['rows'].tolist())
+        assert set(fed.clients[k].tolist()) <= rows and not rows & others(k) and not rows & set(fed.ofl.tolist())
+        assert (rows - set(fed.clients[k].tolist()) <= set(fed.val.tolist())) and ((k == 2) <= (rows == set(fed.clients[k].tolist())))
+        sim, _ = client_side(json.dumps(cfg.to_dict()), tmp_path/f'client-{k}.npz')
+        held = set(np.flatnonzero(sim.y.cpu().numpy() >= 0).tolist())
+        assert held == rows and sim.node_client == k and int(sim.x[list(others(k))].sum()) == 0
+
+def test_the_server_side_holds_no_noise_seed(tmp_path):
+    "The server's simulator has no defense object (no secret, no seed): only the members' public keys, once relayed."
+    pytest.importorskip('flwr')
+    from cofedmid.flower import export_partitions
+    cfg = _cfg('pairwise')
+    export_partitions(cfg, tmp_path)
+    eng = FlowerEngine(auditor=tmp_path/'auditor.npz')
+    sim = eng.make_sim(cfg, *eng.layout(cfg))
+    assert sim.defenses == [] and sim.public_keys == {}
+    assert not any('secret' in k or 'seed' in k and k != 'seed' for k in vars(sim))
+    member = client_side(json.dumps(cfg.to_dict()), tmp_path/'client-0.npz')[0]
+    assert member.defenses[0].public_key_of(member, 0) is not None and member.defenses[0].public_key_of(member, 2) is None
+
+def test_members_with_secrets_of_their_own_agree_through_relayed_keys(tmp_path, monkeypatch):
+    "Pairwise noise with a different secret on each member's node: the relayed public keys make it cancel in the aggregate."
+    from cofedmid.flower import export_partitions
+    cfg = _cfg('pairwise')
+    data, fed = layout(cfg)
+    export_partitions(cfg, tmp_path)
+    ref = FedAvg(data, fed, cfg.model, cfg.fl_config(), cfg.build_defenses())
+    ref.run()
+    sides = {}
+    for k in range(3):                                      # each node reads its own secret when it builds its side
+        monkeypatch.setenv(SECRET_ENV, f'secret of node {k} only')
+        sides[k] = client_side(json.dumps(cfg.to_dict()), tmp_path/f'client-{k}.npz')
+    keys = {k: pk for k, (s, _) in sides.items() if (pk := s.defenses[0].public_key_of(s, k)) is not None}
+    assert sorted(keys) == [0, 1]
+    params, states, noise = FedAvg(data, fed, cfg.model, cfg.fl_config()).params, {}, []
+    for rnd in range(1, cfg.rounds + 1):
+        sizes = {k: len(fed.clients[k]) for k in range(3)}
+        new = params.clone()
+        for k, w in fedavg_weights(sizes).items():
+            u, log, states[k] = client_round(sides[k][0], k, rnd, params, sizes, states.get(k), sides[k][1], keys)
+            new.add_(u, alpha=w); noise.append(log.get('noise_norm', 0.))
+        params = new
+    assert max(noise) > 1                                   # the members' noise is large against the updates ...
+    torch.testing.assert_close(params, ref.params, rtol=0, atol=1e-4)   # ... and cancels: the in-process global model
