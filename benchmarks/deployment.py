@@ -43,14 +43,29 @@ def split_line(line: str, ports: dict) -> tuple:
         k, v = words.pop(0).split('=', 1); env[k] = v
     return env, words, bg
 
-def _stop(procs: list):
-    "Stop every process group started (SIGTERM, then SIGKILL after 20 s)."
+def flower_processes(ports: dict) -> list:
+    "Pids of live processes whose command line names one of `ports` (Flower's helpers run in sessions of their own)."
+    found = []
+    for d in Path('/proc').glob('[0-9]*'):
+        try: cmd, state = (d/'cmdline').read_bytes().replace(b'\0', b' ').decode(errors='replace'), (d/'stat').read_text().rsplit(')', 1)[1].split()[0]
+        except (OSError, IndexError): continue
+        if state != 'Z' and any(f':{p}' in cmd for p in ports.values()): found.append(int(d.name))
+    return found
+
+def stop(procs: list, ports: dict, timeout: float = 30):
+    "Stop every process started and every Flower helper they spawned (SIGTERM, then SIGKILL); raise if one survives."
     for p in procs:
         try: os.killpg(p.pid, 15)
         except ProcessLookupError: pass
     for p in procs:
         try: p.wait(timeout=20)
         except subprocess.TimeoutExpired: os.killpg(p.pid, 9); p.wait(timeout=20)
+    t0 = time.time()
+    while (left := flower_processes(ports)) and time.time() - t0 < timeout: time.sleep(0.5)
+    for pid in left:
+        try: os.kill(pid, 9)
+        except ProcessLookupError: pass
+    if left: raise RuntimeError(f"Flower processes {left} outlived their SuperLink/SuperNode by {timeout:.0f} s (killed)")
 
 def run_documented(work: Path, # an empty folder: the steps' working directory
                    yaml_edit=None, # optional `f(yaml text) -> yaml text` (the benchmark runs more rounds)
@@ -80,7 +95,7 @@ def run_documented(work: Path, # an empty folder: the steps' working directory
             if argv[:3] == ['cofedmid', 'flower', 'app']:                  # the app's connection: the free port
                 conf = work/argv[3]/'flwr'/'config.toml'
                 conf.write_text(conf.read_text().replace('9093', str(ports[9093])))
-    finally: _stop(procs)
+    finally: stop(procs, ports)
     out = work/'runs'/'deployed'
     if not (out/'results.csv').is_file():
         tail = '\n'.join((work/f'step-{len(lines) - 1}.log').read_text().splitlines()[-40:])
