@@ -144,21 +144,22 @@ def _sparse_data(z, source: str, x_test=None, y_test=None) -> ImageData:
     return ImageData(str(z['name']), x, y, x_test, y_test, [str(c) for c in z['classes']],
                      tuple(float(v) for v in z['mean']), tuple(float(v) for v in z['std']), source)
 
-def _open_npz(path: str|Path, what: str) -> dict:
-    "The arrays of an exported `.npz` file (no pickle), or an error naming the export command."
+def _open_npz(path: str|Path, what: str, cfg: ExperimentConfig|None) -> dict:
+    "The arrays of an exported `.npz` file (no pickle), checked against `cfg`'s layout; errors name the export command."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"no {what} file {path}: write it with cofedmid flower export-partitions")
-    with np.load(path, allow_pickle=False) as z: return {k: z[k] for k in z.files}
+    with np.load(path, allow_pickle=False) as f: z = {k: f[k] for k in f.files}
+    if cfg is not None and str(z['layout']) != layout_key(cfg):
+        raise ValueError(f"{path} was exported for another layout than the experiment's: re-export it with "
+                         f"cofedmid flower export-partitions for this config")
+    return z
 
 # %% ../nbs/api/11_flower.ipynb #cee048dd
 def load_partition(path: str|Path, # a `client-<k>.npz` written by `export_partitions`
                    cfg: ExperimentConfig|None = None # the server's experiment, checked against the file's layout
                   ) -> tuple:
     "`(data, fed, client)` of a node from its partition file alone: its rows, the other clients as sample counts."
-    z = _open_npz(path, 'partition')
-    if cfg is not None and str(z['layout']) != layout_key(cfg):
-        raise ValueError(f"{path} was exported for another layout than the server's experiment: re-export it with "
-                         f"cofedmid flower export-partitions for this config")
+    z = _open_npz(path, 'partition', cfg)
     k, own = int(z['client']), z['indices']
     clients = [own if j == k else np.full(int(n), -1, dtype=np.int64) for j, n in enumerate(z['sizes'])]
     fed = Federation(clients, np.zeros(0, np.int64), z['val'], int(z['n_total']))
@@ -169,10 +170,7 @@ def load_auditor(path: str|Path, # the `auditor.npz` written by `export_partitio
                  cfg: ExperimentConfig|None = None # the experiment, checked against the file's layout
                 ) -> tuple:
     "`(data, fed)` of the server from the auditor's file: the candidates' rows, the test set and the layout's indices."
-    z = _open_npz(path, 'auditor')
-    if cfg is not None and str(z['layout']) != layout_key(cfg):
-        raise ValueError(f"{path} was exported for another layout than this experiment: re-export it with "
-                         f"cofedmid flower export-partitions for this config")
+    z = _open_npz(path, 'auditor', cfg)
     cut = np.cumsum(z['sizes'])[:-1]
     fed = Federation([np.asarray(c) for c in np.split(z['client_indices'], cut)], z['ofl'], z['val'], int(z['n_total']))
     data = _sparse_data(z, f'auditor file {Path(path).name}', torch.from_numpy(z['x_test']), torch.from_numpy(z['y_test']).long())
