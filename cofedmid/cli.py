@@ -107,7 +107,7 @@ _LEGEND = ("AUC: 0.5 = chance, 1 = every member ranked above every non-member; l
 
 def _verdict(res: pd.DataFrame) -> str|None:
     "One line comparing the strongest upload-view attack (vs OFL) with and without the defense (a two-setting run, like the demo)."
-    from cofedmid.experiment import strongest, summarize
+    from cofedmid.experiment import strongest, summarize, compare_settings
     b = strongest(summarize(res))
     b = b[b.nonmembers == 'ofl']
     if b.setting.nunique() != 2: return None
@@ -116,7 +116,7 @@ def _verdict(res: pd.DataFrame) -> str|None:
     if none.empty or dfd.empty: return None
     n, d = none.iloc[0], dfd.iloc[0]
     iv = lambda r: f"{r.strongest_auc_mean:.3f} [{r.strongest_auc_ci_low:.3f}, {r.strongest_auc_ci_high:.3f}] ({r.strongest_attack})"
-    gap = 'the intervals separate' if d.strongest_auc_ci_high < n.strongest_auc_ci_low else 'the intervals overlap: not resolved'
+    gap = 'the intervals separate' if compare_settings(b, d.setting, n.setting)['auc_resolved'] else 'the intervals overlap: not resolved'
     cost = 100*(n.test_acc_mean - d.test_acc_mean)
     price = f"at a cost of {cost:.1f} points" if cost > 0 else f"with {-cost:.1f} points more"
     return (f"verdict: {d.setting} moved the strongest attack on the uploads from {iv(n)} to {iv(d)} — {gap} — "

@@ -22,9 +22,9 @@ from .trajectory import TrajectoryRecorder, Trajectory, ADAPTIVE_VIEWS
 from .config import *
 
 # %% auto #0
-__all__ = ['PRESETS', 'RunInterrupted', 'mean_ci', 'summarize', 'defended_rows', 'strongest', 'plot_privacy_utility', 'summary',
-           'report', 'write_summaries', 'load_results', 'client_logs', 'diverged_round', 'run_experiment', 'rescore',
-           'cell_name', 'grid_cells', 'SweepError', 'sweep', 'preset']
+__all__ = ['PRESETS', 'RunInterrupted', 'mean_ci', 'summarize', 'defended_rows', 'strongest', 'compare_settings',
+           'plot_privacy_utility', 'summary', 'report', 'write_summaries', 'load_results', 'client_logs',
+           'diverged_round', 'run_experiment', 'rescore', 'cell_name', 'grid_cells', 'SweepError', 'sweep', 'preset']
 
 # %% ../nbs/api/10_experiment.ipynb #3db45a63
 class RunInterrupted(KeyboardInterrupt):
@@ -95,6 +95,34 @@ def strongest(summary: pd.DataFrame # the output of `summarize`
         rows.append(row | dict(test_acc_mean=g.test_acc_mean.iloc[0], test_acc_ci_low=g.test_acc_ci_low.iloc[0],
                                test_acc_ci_high=g.test_acc_ci_high.iloc[0]))
     return pd.DataFrame(rows)
+
+# %% ../nbs/api/10_experiment.ipynb #462d14cf
+def _iv(m, lo, hi) -> str:
+    "`0.586 [0.552, 0.620]` (the interval left out where it is not finite)."
+    return f"{m:.3f} [{lo:.3f}, {hi:.3f}]" if np.isfinite(lo) and np.isfinite(hi) else f"{m:.3f}"
+
+def compare_settings(strong: pd.DataFrame, # the output of `strongest`
+                     setting: str, # the setting judged, e.g. `'defense=cofedmid'`
+                     reference: str, # what it is compared with, e.g. `'defense=none'`
+                     nonmembers: str = 'ofl', # `'ofl'` or `'ifl'`
+                     attacker: str = 'strongest' # `'strongest'` (defense-agnostic) or `'adaptive'` (every attack and view)
+                    ) -> dict:
+    "The strongest attack's AUC and the test accuracy of `setting` against `reference`, and whether each difference is resolved."
+    s = defended_rows(strong[strong.nonmembers == nonmembers]).set_index('setting')
+    for name in (setting, reference):
+        if name not in s.index: raise ValueError(f"no setting {name!r} with nonmembers={nonmembers!r}; settings: {', '.join(s.index)}")
+    a, b, k = s.loc[setting], s.loc[reference], attacker
+    sep = lambda x, y, f: x[f'{f}_ci_high'] < y[f'{f}_ci_low'] or y[f'{f}_ci_high'] < x[f'{f}_ci_low']
+    auc_sep, acc_sep = bool(sep(a, b, f'{k}_auc')), bool(sep(a, b, 'test_acc'))
+    lower = a[f'{k}_auc_mean'] < b[f'{k}_auc_mean']
+    text = (f"{setting}: {_iv(a[f'{k}_auc_mean'], a[f'{k}_auc_ci_low'], a[f'{k}_auc_ci_high'])} ({a[f'{k}_attack']}, {a[f'{k}_view']}) "
+            f"against {reference}: {_iv(b[f'{k}_auc_mean'], b[f'{k}_auc_ci_low'], b[f'{k}_auc_ci_high'])} ({b[f'{k}_attack']}) — "
+            + (f"{'lower' if lower else 'higher'}, the intervals separate" if auc_sep else "the intervals overlap: not resolved")
+            + f"; test accuracy {_iv(a.test_acc_mean, a.test_acc_ci_low, a.test_acc_ci_high)} against "
+            f"{_iv(b.test_acc_mean, b.test_acc_ci_low, b.test_acc_ci_high)}" + ("" if acc_sep else " (not resolved)"))
+    return dict(setting=setting, reference=reference, auc=a[f'{k}_auc_mean'], reference_auc=b[f'{k}_auc_mean'],
+                auc_resolved=auc_sep, defends_better=bool(auc_sep and lower), acc=a.test_acc_mean,
+                reference_acc=b.test_acc_mean, acc_resolved=acc_sep, text=text)
 
 # %% ../nbs/api/10_experiment.ipynb #acf0e618
 def _short(setting: str) -> str:
