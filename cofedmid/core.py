@@ -10,8 +10,8 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['seed_everything', 'rng', 'torch_rng', 'get_device', 'cache_dir', 'book_results', 'atomic_path', 'remove_stale_tmp',
-           'CheckpointError', 'save_state', 'load_state', 'BusyError', 'folder_lock']
+__all__ = ['seed_everything', 'rng', 'torch_rng', 'get_device', 'cache_dir', 'book_results', 'atomic_path', 'save_npz',
+           'remove_stale_tmp', 'CheckpointError', 'save_state', 'load_state', 'BusyError', 'folder_lock']
 
 # %% ../nbs/api/00_core.ipynb #0663b693
 def seed_everything(seed: int # the one seed of the run
@@ -100,6 +100,14 @@ def atomic_path(dest: str|Path, # the final file name
     except BaseException:
         with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
         raise
+
+# %% ../nbs/api/00_core.ipynb #11f72137
+def save_npz(path: str|Path, # the `.npz` file to write
+             **arrays # name = array (plain arrays: they load back without pickle)
+            ) -> Path:
+    "Write `arrays` to `path` with `np.savez`, atomically (`atomic_path`)."
+    with atomic_path(path) as tmp, open(tmp, 'wb') as f: np.savez(f, **arrays)
+    return Path(path)
 
 # %% ../nbs/api/00_core.ipynb #95d0b5d4
 def remove_stale_tmp(folder: str|Path # a folder written with `atomic_path`

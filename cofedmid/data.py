@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
-from .core import cache_dir, atomic_path, rng
+from .core import cache_dir, atomic_path, rng, save_npz
 
 # %% auto #0
 __all__ = ['NORM_STATS', 'DATASETS', 'USER_DATASETS', 'ImageData', 'synthetic_dataset', 'channel_stats', 'to_float',
@@ -257,10 +257,8 @@ def _save_cache(name: str, kind: str, cache, train, test, classes):
     "Write the decoded arrays to the cache, or (read-only cache) to the private fallback; never fail the load."
     for path in _cache_files(name, kind, cache):
         try:
-            with atomic_path(path) as tmp, open(tmp, 'wb') as f:
-                np.savez(f, x_train=train[0], y_train=train[1], x_test=test[0], y_test=test[1],
-                         classes=np.array(json.dumps(list(classes))))
-            return path
+            return save_npz(path, x_train=train[0], y_train=train[1], x_test=test[0], y_test=test[1],
+                            classes=np.array(json.dumps(list(classes))))
         except OSError as e: warnings.warn(f"cannot write the cache {path} ({e.strerror or e}); trying {_private_cache()}")
 
 # %% ../nbs/api/01_data.ipynb #75dc251f

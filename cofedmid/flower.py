@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from fastcore.basics import patch
-from .core import atomic_path
+from .core import atomic_path, save_npz
 from .data import ImageData
 from .partition import Federation, CandidatePool
 from .fl import FedAvg, ClientContext, fedavg_weights, set_flat
@@ -99,11 +99,6 @@ def layout_key(cfg: ExperimentConfig # the experiment
     return json.dumps({k: d[k] for k in LAYOUT_FIELDS}, sort_keys=True)
 
 # %% ../nbs/api/11_flower.ipynb #39058a39
-def _save_npz(path: Path, **arrays):
-    "Write plain arrays (no object arrays) to `path` atomically."
-    with atomic_path(path) as tmp:
-        with open(tmp, 'wb') as f: np.savez(f, **arrays)
-
 def _common(cfg: ExperimentConfig, data: ImageData, fed: Federation) -> dict:
     "What every partition and the auditor's file carry: the layout key, dataset constants and the clients' sizes."
     return dict(layout=np.array(layout_key(cfg)), name=np.array(data.name), classes=np.array(data.classes, dtype=str),
@@ -124,12 +119,12 @@ def export_partitions(cfg: ExperimentConfig, # the experiment
     for k, own in enumerate(fed.clients):
         rows = np.union1d(own, extra.get(k, np.zeros(0, np.int64))).astype(np.int64)
         files.append(out/f'client-{k}.npz')
-        _save_npz(files[-1], client=np.array(k), indices=np.asarray(own, dtype=np.int64), rows=rows,
+        save_npz(files[-1], client=np.array(k), indices=np.asarray(own, dtype=np.int64), rows=rows,
                   x=data.x_train[rows].numpy(), y=data.y_train[rows].numpy(), **common)
     pool = CandidatePool.make(fed, cfg.members_per_client, seed=cfg.seed)
     rows = np.unique(pool.index).astype(np.int64)
     files.append(out/'auditor.npz')
-    _save_npz(files[-1], rows=rows, x=data.x_train[rows].numpy(), y=data.y_train[rows].numpy(), ofl=np.asarray(fed.ofl, dtype=np.int64),
+    save_npz(files[-1], rows=rows, x=data.x_train[rows].numpy(), y=data.y_train[rows].numpy(), ofl=np.asarray(fed.ofl, dtype=np.int64),
               x_test=data.x_test.numpy(), y_test=data.y_test.numpy(),
               client_indices=np.concatenate(fed.clients).astype(np.int64), **common)
     return files

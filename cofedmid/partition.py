@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
 from fastcore.basics import patch
-from .core import rng, atomic_path
+from .core import rng, save_npz
 
 # %% auto #0
 __all__ = ['CLIENT_PRESETS', 'iid_partition', 'dirichlet_partition', 'plot_partition', 'Federation', 'check_disjoint',
@@ -222,8 +222,7 @@ def save_layout(path: str|Path, # `.npz` file to write (atomically)
     arrays = {f'client_{k}': c for k, c in enumerate(fed.clients)} | {'ofl': fed.ofl, 'val': fed.val,
               'n_total': np.array(fed.n_total)}
     if pool is not None: arrays |= {'cand_index': pool.index, 'cand_owner': pool.owner}
-    with atomic_path(path) as tmp:
-        with open(tmp, 'wb') as f: np.savez(f, **arrays)
+    save_npz(path, **arrays)
 
 def load_layout(path: str|Path # file written by `save_layout`
                ) -> tuple:

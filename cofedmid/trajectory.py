@@ -12,7 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call, jvp, vmap, grad
 from fastcore.basics import patch
-from .core import atomic_path
+from .core import save_npz
 from .partition import CandidatePool
 
 # %% auto #0
@@ -94,8 +94,7 @@ def from_arrays(cls: Trajectory, arr: dict # the output of `Trajectory.arrays`
 def save(self: Trajectory, path: str|Path # `.npz` file (written atomically)
         ):
     "Save all arrays (and those of the adaptive views) to `path`."
-    with atomic_path(path) as tmp:
-        with open(tmp, 'wb') as f: np.savez(f, **self.arrays())
+    save_npz(path, **self.arrays())
 
 @patch(cls_method=True)
 def load(cls: Trajectory, path: str|Path # file written by `Trajectory.save`
