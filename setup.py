@@ -18,9 +18,12 @@ dev_requirements = cfg.get('dev_requirements', '').split()
 flower_requirements = cfg.get('flower_requirements', '').split()   # the Flower engine: pip install "cofedmid[flower]"
 min_python = cfg['min_python']
 # The book's committed results (nbs/tutorials/results) ship as package data `cofedmid/results`, read by
-# `cofedmid.core.book_results`: their tables and JSON files, not the per-candidate scores, logs or plots.
+# `cofedmid.core.book_results`: each folder's summaries, the one-run folders' tables, and each cell's JSON files and
+# logs.csv -- not the per-candidate scores, plots, or the sweeps' per-target tables (tens of MB; `cofedmid report`
+# remakes them from a clone).
 book = {'cofedmid.results': 'nbs/tutorials/results'}
-book_files = ['README.md', '*/*.csv', '*/*.json', '*/cells/*/*.json']
+book_files = ['README.md', '*/summary.csv', '*/strongest.csv', 'base/*.csv', '*/*.json', '*/cells/*/*.json',
+              '*/cells/*/logs.csv', '*/cells/*/strongest.csv']
 lic_expr = {'apache2': 'Apache-2.0', 'mit': 'MIT', 'gpl3': 'GPL-3.0-only', 'bsd3': 'BSD-3-Clause'}[cfg['license']]
 
 setuptools.setup(

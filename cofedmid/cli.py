@@ -107,15 +107,15 @@ _LEGEND = ("AUC: 0.5 = chance, 1 = every member ranked above every non-member; l
 
 def _verdict(res: pd.DataFrame) -> str|None:
     "One line comparing the strongest upload-view attack (vs OFL) with and without the defense (a two-setting run, like the demo)."
-    from cofedmid.experiment import strongest, summarize, compare_settings
+    from cofedmid.experiment import strongest, summarize, compare_settings, fmt_ci
     b = strongest(summarize(res))
-    b = b[b.nonmembers == 'ofl']
+    b = b[(b.nonmembers == 'ofl') & (b.view == 'upload')]
     if b.setting.nunique() != 2: return None
     dfd = b[b.target_defended]
     none = b[~b.setting.isin(set(dfd.setting))]                 # the setting without defended targets
     if none.empty or dfd.empty: return None
     n, d = none.iloc[0], dfd.iloc[0]
-    iv = lambda r: f"{r.strongest_auc_mean:.3f} [{r.strongest_auc_ci_low:.3f}, {r.strongest_auc_ci_high:.3f}] ({r.strongest_attack})"
+    iv = lambda r: f"{fmt_ci(r.strongest_auc_mean, r.strongest_auc_ci_low, r.strongest_auc_ci_high)} ({r.strongest_attack})"
     gap = 'the intervals separate' if compare_settings(b, d.setting, n.setting)['auc_resolved'] else 'the intervals overlap: not resolved'
     cost = 100*(n.test_acc_mean - d.test_acc_mean)
     price = f"at a cost of {cost:.1f} points" if cost > 0 else f"with {-cost:.1f} points more"

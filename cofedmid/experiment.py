@@ -22,9 +22,10 @@ from .trajectory import TrajectoryRecorder, Trajectory, ADAPTIVE_VIEWS
 from .config import *
 
 # %% auto #0
-__all__ = ['PRESETS', 'RunInterrupted', 'mean_ci', 'summarize', 'defended_rows', 'strongest', 'compare_settings',
-           'plot_privacy_utility', 'summary', 'report', 'write_summaries', 'load_results', 'client_logs',
-           'diverged_round', 'run_experiment', 'rescore', 'cell_name', 'grid_cells', 'SweepError', 'sweep', 'preset']
+__all__ = ['PRESETS', 'RunInterrupted', 'mean_ci', 'summarize', 'defended_rows', 'view_group', 'strongest', 'fmt_ci',
+           'compare_settings', 'setting_label', 'verdict_table', 'plot_privacy_utility', 'summary', 'report',
+           'write_summaries', 'load_results', 'client_logs', 'diverged_round', 'run_experiment', 'rescore', 'cell_name',
+           'grid_cells', 'SweepError', 'sweep', 'preset']
 
 # %% ../nbs/api/10_experiment.ipynb #3db45a63
 class RunInterrupted(KeyboardInterrupt):
@@ -78,67 +79,110 @@ def defended_rows(s: pd.DataFrame # rows of `summarize` or `strongest` (with `se
     "The rows a setting is judged by: its defended targets', or all its targets' where nothing was defended."
     return s[s.target_defended | ~s.setting.isin(set(s.setting[s.target_defended]))]
 
+# %% ../nbs/api/10_experiment.ipynb #90539a61
+def view_group(view: str # a view of `results.csv`: `upload`, `global` or an adaptive one
+              ) -> str:
+    "The model a view reads: the adaptive views (`ADAPTIVE_VIEWS`) are the server's reading of the `upload`s."
+    return 'upload' if view in ADAPTIVE_VIEWS else view
+
+# %% ../nbs/api/10_experiment.ipynb #b247cbbe
+def _best(part: pd.DataFrame, label: str) -> dict:
+    "`{label}_attack`, `_view`, `_auc_mean`, `_auc_ci_low`, `_auc_ci_high` of the row of `part` with the highest mean AUC."
+    part = part.dropna(subset=['auc_mean'])
+    if part.empty: return {}
+    b = part.loc[part.auc_mean.idxmax()]
+    return {f'{label}_{c}': b[c] for c in ('attack', 'view', 'auc_mean', 'auc_ci_low', 'auc_ci_high')}
+
 def strongest(summary: pd.DataFrame # the output of `summarize`
              ) -> pd.DataFrame:
-    "Per setting, non-member set and target group: the strongest defense-agnostic attack in the plain views, and the strongest of every attack and view the defense-aware server has."
+    "Per setting, non-member set, target group and model attacked: the strongest defense-agnostic attack, and the strongest the defense-aware server has."
     from cofedmid.attacks import ATTACKS
-    keys, rows = ['setting', 'nonmembers', 'target_defended'], []
-    agnostic = summary.view.isin(VIEWS) & summary.attack.map(lambda a: a in ATTACKS and ATTACKS[a].kind != 'adaptive')
-    for key, g in summary.groupby(keys, sort=False):
-        row = dict(zip(keys, key))
-        for label, part in (('strongest', g[agnostic[g.index]]), ('adaptive', g)):
-            part = part.dropna(subset=['auc_mean'])
-            if part.empty: continue
-            b = part.loc[part.auc_mean.idxmax()]
-            row |= {f'{label}_attack': b.attack, f'{label}_view': b.view, f'{label}_auc_mean': b.auc_mean,
-                    f'{label}_auc_ci_low': b.auc_ci_low, f'{label}_auc_ci_high': b.auc_ci_high}
-        rows.append(row | dict(test_acc_mean=g.test_acc_mean.iloc[0], test_acc_ci_low=g.test_acc_ci_low.iloc[0],
-                               test_acc_ci_high=g.test_acc_ci_high.iloc[0]))
-    return pd.DataFrame(rows)
+    s = summary.assign(model=summary.view.map(view_group))
+    plain = s.view.isin(VIEWS) & s.attack.map(lambda a: a in ATTACKS and ATTACKS[a].kind != 'adaptive')
+    keys, rows = ['setting', 'nonmembers', 'target_defended', 'model'], []
+    for key, g in s.groupby(keys, sort=False):
+        rows.append(dict(zip(keys, key)) | _best(g[plain[g.index]], 'strongest') | _best(g, 'adaptive')
+                    | dict(n_runs=g.n_runs.max(), test_acc_mean=g.test_acc_mean.iloc[0],
+                           test_acc_ci_low=g.test_acc_ci_low.iloc[0], test_acc_ci_high=g.test_acc_ci_high.iloc[0]))
+    return pd.DataFrame(rows).rename(columns={'model': 'view'})
 
 # %% ../nbs/api/10_experiment.ipynb #462d14cf
-def _iv(m, lo, hi) -> str:
-    "`0.586 [0.552, 0.620]` (the interval left out where it is not finite)."
+def fmt_ci(m: float, # the estimate
+           lo: float, # its interval's lower end
+           hi: float # its upper end
+          ) -> str:
+    "`0.586 [0.552, 0.620]`: an estimate with its interval (left out where the interval is not finite)."
     return f"{m:.3f} [{lo:.3f}, {hi:.3f}]" if np.isfinite(lo) and np.isfinite(hi) else f"{m:.3f}"
+
+def _separate(a: pd.Series, b: pd.Series, f: str) -> bool:
+    "Whether the intervals `{f}_ci_low`..`{f}_ci_high` of `a` and `b` do not overlap (NaN intervals never separate)."
+    return bool(a[f'{f}_ci_high'] < b[f'{f}_ci_low'] or b[f'{f}_ci_high'] < a[f'{f}_ci_low'])
+
+def _judged(strong: pd.DataFrame, nonmembers: str, view: str) -> pd.DataFrame:
+    "The rows of `strong` a setting is judged by, for one non-member set and model, indexed by setting."
+    s = defended_rows(strong[(strong.nonmembers == nonmembers) & (strong.view == view)])
+    if s.empty: raise ValueError(f"no rows for nonmembers={nonmembers!r} and view={view!r}")
+    return s.set_index('setting')
 
 def compare_settings(strong: pd.DataFrame, # the output of `strongest`
                      setting: str, # the setting judged, e.g. `'defense=cofedmid'`
                      reference: str, # what it is compared with, e.g. `'defense=none'`
                      nonmembers: str = 'ofl', # `'ofl'` or `'ifl'`
-                     attacker: str = 'strongest' # `'strongest'` (defense-agnostic) or `'adaptive'` (every attack and view)
+                     attacker: str = 'strongest', # `'strongest'` (defense-agnostic) or `'adaptive'` (every attack and view)
+                     view: str = 'upload' # the model attacked: `'upload'` (the server's) or `'global'`
                     ) -> dict:
     "The strongest attack's AUC and the test accuracy of `setting` against `reference`, and whether each difference is resolved."
-    s = defended_rows(strong[strong.nonmembers == nonmembers]).set_index('setting')
+    check_one_of('attacker', attacker, ['strongest', 'adaptive'])
+    s = _judged(strong, nonmembers, view)
     for name in (setting, reference):
         if name not in s.index: raise ValueError(f"no setting {name!r} with nonmembers={nonmembers!r}; settings: {', '.join(s.index)}")
     a, b, k = s.loc[setting], s.loc[reference], attacker
-    sep = lambda x, y, f: x[f'{f}_ci_high'] < y[f'{f}_ci_low'] or y[f'{f}_ci_high'] < x[f'{f}_ci_low']
-    auc_sep, acc_sep = bool(sep(a, b, f'{k}_auc')), bool(sep(a, b, 'test_acc'))
+    auc_sep, acc_sep = _separate(a, b, f'{k}_auc'), _separate(a, b, 'test_acc')
     lower = a[f'{k}_auc_mean'] < b[f'{k}_auc_mean']
-    text = (f"{setting}: {_iv(a[f'{k}_auc_mean'], a[f'{k}_auc_ci_low'], a[f'{k}_auc_ci_high'])} ({a[f'{k}_attack']}, {a[f'{k}_view']}) "
-            f"against {reference}: {_iv(b[f'{k}_auc_mean'], b[f'{k}_auc_ci_low'], b[f'{k}_auc_ci_high'])} ({b[f'{k}_attack']}) — "
-            + (f"{'lower' if lower else 'higher'}, the intervals separate" if auc_sep else "the intervals overlap: not resolved")
-            + f"; test accuracy {_iv(a.test_acc_mean, a.test_acc_ci_low, a.test_acc_ci_high)} against "
-            f"{_iv(b.test_acc_mean, b.test_acc_ci_low, b.test_acc_ci_high)}" + ("" if acc_sep else " (not resolved)"))
+    auc = lambda r: fmt_ci(r[f'{k}_auc_mean'], r[f'{k}_auc_ci_low'], r[f'{k}_auc_ci_high'])
+    text = (f"{setting}: {auc(a)} ({a[f'{k}_attack']}, {a[f'{k}_view']}) against {reference}: {auc(b)} ({b[f'{k}_attack']}, "
+            f"{b[f'{k}_view']}) — " + (f"{'lower' if lower else 'higher'}, the intervals separate" if auc_sep else
+                                       "the intervals overlap: not resolved")
+            + f"; test accuracy {fmt_ci(a.test_acc_mean, a.test_acc_ci_low, a.test_acc_ci_high)} against "
+            f"{fmt_ci(b.test_acc_mean, b.test_acc_ci_low, b.test_acc_ci_high)}" + ("" if acc_sep else " (not resolved)"))
     return dict(setting=setting, reference=reference, auc=a[f'{k}_auc_mean'], reference_auc=b[f'{k}_auc_mean'],
                 auc_resolved=auc_sep, defends_better=bool(auc_sep and lower), acc=a.test_acc_mean,
                 reference_acc=b.test_acc_mean, acc_resolved=acc_sep, text=text)
 
 # %% ../nbs/api/10_experiment.ipynb #acf0e618
-def _short(setting: str) -> str:
-    "A setting's name for legends: `defense=cofedmid,defense_kwargs=modules-m3` → `cofedmid m3`."
+def setting_label(setting: str # a setting as `summarize` names it, e.g. `'defense=cofedmid,defense_kwargs=modules-m3'`
+                 ) -> str:
+    "A setting's short name for legends and tables: `defense=cofedmid,defense_kwargs=modules-m3` → `cofedmid m3`."
     return (setting.replace('defense_kwargs=modules-', '').replace('defense=', '').replace('defended=', 'coalition ')
                    .replace(',', ' ').replace('knob=', 'knob '))
 
+# %% ../nbs/api/10_experiment.ipynb #d451199f
+def verdict_table(strong: pd.DataFrame, # the output of `strongest`
+                  settings: list|None = None, # settings to show, in this order (default: all)
+                  nonmembers: str = 'ofl', # the non-member set
+                  view: str = 'upload' # the model attacked: `'upload'` or `'global'`
+                 ) -> pd.DataFrame:
+    "One line per setting: the strongest plain and adaptive attacks with their intervals, whether the adaptive gain is resolved, test accuracy."
+    s = _judged(strong, nonmembers, view)
+    s = s.loc[[x for x in (settings or s.index) if x in s.index]]
+    ci = lambda k: [fmt_ci(*r) for r in s[[f'{k}_mean', f'{k}_ci_low', f'{k}_ci_high']].values]
+    same = (s.adaptive_attack == s.strongest_attack) & (s.adaptive_view == s.strongest_view)
+    gain = np.where(same, 'none', np.where(s.adaptive_auc_ci_low > s.strongest_auc_ci_high, 'resolved', 'not resolved'))
+    return pd.DataFrame({'strongest attack': s.strongest_attack.values, 'AUC [95 %]': ci('strongest_auc'),
+                         'adaptive attack (view)': (s.adaptive_attack + ' (' + s.adaptive_view + ')').values,
+                         'adaptive AUC [95 %]': ci('adaptive_auc'), 'adaptive gain': gain, 'runs': s.n_runs.values,
+                         'test accuracy [95 %]': ci('test_acc')}, index=pd.Index([setting_label(x) for x in s.index], name='setting'))
+
+# %% ../nbs/api/10_experiment.ipynb #958d57f3
 def plot_privacy_utility(strong: pd.DataFrame, # the output of `strongest`
                          nonmembers: str = 'ofl', # the non-member set
+                         view: str = 'upload', # the model attacked: `'upload'` (the server's) or `'global'`
                          ax=None, # matplotlib axes; default a new figure
                          title: str|None = None # the axes' title
                         ):
     "Test accuracy × strongest-attack AUC per setting, with interval bars; hollow markers: the defense-aware server's strongest."
     import matplotlib.pyplot as plt
-    s = defended_rows(strong[strong.nonmembers == nonmembers]).reset_index(drop=True)
-    if s.empty: raise ValueError(f"no rows for nonmembers={nonmembers!r}")
+    s = _judged(strong, nonmembers, view).reset_index()
     ax = ax or plt.subplots(figsize=(8, max(4.5, 0.24*len(s) + 1.2)))[1]
     colours, marks = plt.get_cmap('tab10').colors, 'os^Dv'           # 50 distinct colour-marker pairs
     err = lambda m, lo, hi: np.array([[m - lo], [hi - m]]) if np.isfinite(lo) and np.isfinite(hi) else None
@@ -146,13 +190,13 @@ def plot_privacy_utility(strong: pd.DataFrame, # the output of `strongest`
         c, m, x = colours[i % 10], marks[(i // 10) % 5], r.test_acc_mean
         xe = err(x, r.test_acc_ci_low, r.test_acc_ci_high)
         ax.errorbar(x, r.strongest_auc_mean, yerr=err(r.strongest_auc_mean, r.strongest_auc_ci_low, r.strongest_auc_ci_high),
-                    xerr=xe, fmt=m, color=c, ms=7, capsize=3, label=f"{i + 1}. {_short(r.setting)}")
+                    xerr=xe, fmt=m, color=c, ms=7, capsize=3, label=f"{i + 1}. {setting_label(r.setting)}")
         ax.annotate(str(i + 1), (x, r.strongest_auc_mean), xytext=(4, 4), textcoords='offset points', fontsize=8)
         if r.get('adaptive_auc_mean', np.nan) > r.strongest_auc_mean + 1e-9:
             ax.errorbar(x, r.adaptive_auc_mean, yerr=err(r.adaptive_auc_mean, r.adaptive_auc_ci_low, r.adaptive_auc_ci_high),
                         fmt=m, mfc='none', color=c, ms=7, capsize=2, alpha=0.8)
     ax.axhline(0.5, color='grey', lw=0.8, ls=':')
-    ax.set(xlabel='test accuracy (mean, 95 % interval)', ylabel=f'strongest attack AUC vs {nonmembers.upper()} (upload/global)',
+    ax.set(xlabel='test accuracy (mean, 95 % interval)', ylabel=f'strongest attack AUC, {view} vs {nonmembers.upper()}',
            title=title or 'privacy-utility: down-right is better')
     ax.legend(fontsize=8, loc='upper left', bbox_to_anchor=(1.01, 1), borderaxespad=0, title='filled: plain; hollow: adaptive', title_fontsize=8)
     ax.figure.tight_layout()
@@ -317,6 +361,10 @@ def _defense_info(defenses: list) -> dict:
 
 _ROUND = 4             # decimals of the floats in `results.csv` (an AUC's standard error is ≥ 0.01 at these sizes)
 
+def _significant(df: pd.DataFrame, digits: int = 6) -> pd.DataFrame:
+    "`df` with its float columns rounded to `digits` significant digits (a logged δ = 1e-5 stays 1e-5)."
+    return df.apply(lambda c: c.map(lambda v: float(f'{v:.{digits}g}')) if c.dtype.kind == 'f' else c)
+
 def client_logs(history: list # a run's history (`FedAvg.history`, or `history.json` with integer client ids)
                ) -> pd.DataFrame:
     "`logs.csv` of a run: per client, the numeric entries its defense and trainer logged in the last round it took part in."
@@ -325,7 +373,7 @@ def client_logs(history: list # a run's history (`FedAvg.history`, or `history.j
         for k, log in h.get('clients', {}).items():
             rows[int(k)] = dict(client=int(k), round=h['round']) | {f'log_{n}': v for n, v in log.items()
                                                                    if isinstance(v, (int, float, np.number)) and not isinstance(v, bool)}
-    return pd.DataFrame([rows[k] for k in sorted(rows)]).round(_ROUND)
+    return _significant(pd.DataFrame([rows[k] for k in sorted(rows)]))
 
 def _results_table(cfg: ExperimentConfig, traj: Trajectory, scores: dict, history: list) -> pd.DataFrame:
     "`results.csv` of a run: one row per (target, attack, view, non-member set) with the run's settings, floats rounded."
