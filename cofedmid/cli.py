@@ -148,9 +148,10 @@ def _report(path: str) -> pd.DataFrame:
 def _presets():
     "`cofedmid presets`: one line per preset — name, cells, what it runs, expected time."
     from cofedmid.experiment import PRESETS, grid_cells
-    print(f"{'preset':13}{'cells':>6}  {'expected time':26}what")
+    w = max(len(v['time']) for v in PRESETS.values()) + 2
+    print(f"{'preset':13}{'cells':>6}  {'expected time':{w}}what")
     for k, v in PRESETS.items():
-        print(f"{k:13}{len(grid_cells(v['grid'])) if v['grid'] else 1:>6}  {v['time']:26}{v['about']}")
+        print(f"{k:13}{len(grid_cells(v['grid'])) if v['grid'] else 1:>6}  {v['time']:{w}}{v['about']}")
     print("\nrun one: cofedmid run --preset NAME [--out DIR] [--set field=value ...]; details: cofedmid run --help")
 
 def _diverged(out: Path, res: pd.DataFrame) -> list:
