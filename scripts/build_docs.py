@@ -101,7 +101,7 @@ def process_nbs(nbs: Path, proc: Path, jobs: int, skip_flags: list[str]) -> list
     from concurrent.futures import ProcessPoolExecutor
     import multiprocessing as mp
     shutil.rmtree(proc, ignore_errors=True); proc.mkdir(parents=True)
-    files = list(nbglob(nbs, func=Path, file_glob='', file_re=''))
+    files = list(nbglob(nbs, func=Path, file_glob='', file_re='', skip_folder_re=r'^[_.]|^results$'))   # not the committed results
     files += [nbs/f for f in ('_quarto.yml', '_brand.yml') if (nbs/f).exists()]
     items = [r for r in (_proc_file(f, proc, nbs) for f in files) if r]   # copies the other files itself
     todo = [(str(s), str(d), tuple(skip_flags)) for s, d, _ in items]

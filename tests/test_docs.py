@@ -43,7 +43,7 @@ def site(tmp_path_factory):
     "Build the site of a scratch copy of the project (plus the render-check chapter) into `<tmp>/site`."
     tmp = tmp_path_factory.mktemp('docs')
     for f in ('settings.ini', 'setup.py', 'pyproject.toml'): shutil.copy2(ROOT/f, tmp/f)
-    ign = shutil.ignore_patterns('.ipynb_checkpoints', '__pycache__', '_proc')
+    ign = shutil.ignore_patterns('.ipynb_checkpoints', '__pycache__', '_proc', 'results')   # the site shows no result files
     for d in ('nbs', 'cofedmid'): shutil.copytree(ROOT/d, tmp/d, ignore=ign)
     (tmp/'nbs'/CHECK_NB).parent.mkdir(exist_ok=True)
     (tmp/'nbs'/CHECK_NB).write_text(json.dumps(_check_nb(), indent=1))
