@@ -167,7 +167,8 @@ def verdict_table(strong: pd.DataFrame, # the output of `strongest`
     s = s.loc[[x for x in (settings or s.index) if x in s.index]]
     ci = lambda k: [fmt_ci(*r) for r in s[[f'{k}_mean', f'{k}_ci_low', f'{k}_ci_high']].values]
     same = (s.adaptive_attack == s.strongest_attack) & (s.adaptive_view == s.strongest_view)
-    gain = np.where(same, 'none', np.where(s.adaptive_auc_ci_low > s.strongest_auc_ci_high, 'resolved', 'not resolved'))
+    gain = np.where(s.strongest_auc_mean.isna(), 'n/a', np.where(same, 'none', np.where(
+        s.adaptive_auc_ci_low > s.strongest_auc_ci_high, 'resolved', 'not resolved')))      # n/a: no finite AUC (a diverged run)
     return pd.DataFrame({'strongest attack': s.strongest_attack.values, 'AUC [95 %]': ci('strongest_auc'),
                          'adaptive attack (view)': (s.adaptive_attack + ' (' + s.adaptive_view + ')').values,
                          'adaptive AUC [95 %]': ci('adaptive_auc'), 'adaptive gain': gain, 'runs': s.n_runs.values,
@@ -716,10 +717,10 @@ PRESETS = {
     'quick': dict(base=_CPU_BASE | _QUICK, grid={'defense': ['none', 'cofedmid']},
                   about='the demo: no defense vs CoFedMID (half the clients), base protocol cut to 8 rounds', time='153 s on 2 CPU cores'),
     'tables': dict(base=_BOOK, grid=_TABLES, about="the book's table: no defense, 7 baselines, CoFedMID pair/half and ablations",
-                   time='CPU: ≈ 3.5 h, --jobs 2'),
+                   time='CPU: 1.7-2.2 h, --jobs 2'),
     'coalition': dict(base=_BOOK, grid=[{'defense': ['none', 'cofedmid']},
                                             {'defense': 'cofedmid', 'defended': ['pair', 3, 4, 6, 8, 10]}],
-                      about='coalition sizes 0, 2-6, 8, 10 (chapter 6)', time='CPU, not yet timed'),
+                      about='coalition sizes 0, 2-6, 8, 10 (chapter 6)', time='CPU: ≈ 1 h, --jobs 2'),
     'baselines': dict(base=_BOOK, grid=[{'defense': ['none', *_BASELINES]},
                                             *({'defense': d, 'knob': v} for d, v in _STRONGER.items())],
                       about='every baseline at its default and a stronger knob (chapter 4)', time='CPU, not yet timed'),
@@ -727,12 +728,12 @@ PRESETS = {
                                    {'seed': 0, 'defense': 'cofedmid', 'defended': [3, 4, 6, 8, 10]},
                                    *({'seed': 0, 'defense': d, 'knob': v} for d, v in _STRONGER.items())],
                  about="the book's CIFAR-10 folder: the tables with 3 seeds, coalition sizes and stronger baselines (seed 0)",
-                 time='CPU: ≈ 7 h, --jobs 2 (51 cells)'),
+                 time='CPU: ≈ 7-8 h, --jobs 2'),
     'book-cifar100': dict(base=_BOOK | dict(dataset='cifar100', per_client=4000),
                           grid=[{'seed': 0, 'defense': ['none', 'cofedmid', 'dpsgd', 'augment']},
                                 {'seed': 0, 'defense': 'cofedmid', 'defended': 'pair'}],
                           about="the book's CIFAR-100 table: 10 clients x 4,000, no defense, CoFedMID half/pair, DP-SGD, Augment",
-                          time='CPU, not yet timed (5 cells; about 8x a CIFAR-10 cell each)'),
+                          time='CPU: hours (not yet timed)'),
     'paper': dict(base=_PAPER_BASE, grid={'defense': ['none', 'cofedmid'], 'defended': ['pair', 'half']},
                   about="the authors' setting: ResNet-18, CIFAR-100, 100 rounds; no defense vs CoFedMID pair/half", time='GPU: hours per cell'),
     'paper-tables': dict(base=_PAPER_BASE, grid=_TABLES, about="the book's table in the authors' setting", time='GPU: hours per cell'),
