@@ -67,7 +67,7 @@ def cache_dir(path: str|Path|None = None # explicit directory; overrides the env
     return path
 
 # %% ../nbs/api/00_core.ipynb #9db156ca
-def book_results(name: str = '' # a folder of the committed results, e.g. `'cifar10'` or `'cifar10/cells/defense=none'`
+def book_results(name: str = '' # a folder of the committed results, e.g. `'cifar10'` or `'cifar10/cells/seed=0,defense=none'`
                 ) -> Path:
     "The folder `name` of the book's committed results: the package's `results/` data, else the checkout's `nbs/tutorials/results/`."
     pkg = Path(importlib.resources.files('cofedmid'))   # the imported package's folder

@@ -152,8 +152,8 @@ def compare_settings(strong: pd.DataFrame, # the output of `strongest`
 # %% ../nbs/api/10_experiment.ipynb #acf0e618
 def setting_label(setting: str # a setting as `summarize` names it, e.g. `'defense=cofedmid,defense_kwargs=modules-m3'`
                  ) -> str:
-    "A setting's short name for legends and tables: `defense=cofedmid,defense_kwargs=modules-m3` → `cofedmid m3`."
-    return (setting.replace('defense_kwargs=modules-', '').replace('defense=', '').replace('defended=', 'coalition ')
+    "A setting's short name for legends and tables: `defense=cofedmid,defense_kwargs=modules-m3` → `cofedmid m3`, `defended=pair` → `pair`."
+    return (setting.replace('defense_kwargs=modules-', '').replace('defense=', '').replace('defended=', '')
                    .replace(',', ' ').replace('knob=', 'knob '))
 
 # %% ../nbs/api/10_experiment.ipynb #d451199f
@@ -170,7 +170,8 @@ def verdict_table(strong: pd.DataFrame, # the output of `strongest`
     gain = np.where(s.strongest_auc_mean.isna(), 'n/a', np.where(same, 'none', np.where(
         s.adaptive_auc_ci_low > s.strongest_auc_ci_high, 'resolved', 'not resolved')))      # n/a: no finite AUC (a diverged run)
     return pd.DataFrame({'strongest attack': s.strongest_attack.values, 'AUC [95 %]': ci('strongest_auc'),
-                         'adaptive attack (view)': (s.adaptive_attack + ' (' + s.adaptive_view + ')').values,
+                         'adaptive attack (view)': np.where(s.adaptive_view == s.view, s.adaptive_attack,   # view named if not the plain one
+                                                            s.adaptive_attack + ' (' + s.adaptive_view + ')'),
                          'adaptive AUC [95 %]': ci('adaptive_auc'), 'adaptive gain': gain, 'runs': s.n_runs.values,
                          'test accuracy [95 %]': ci('test_acc')}, index=pd.Index([setting_label(x) for x in s.index], name='setting'))
 
