@@ -3,7 +3,7 @@ import shutil
 from pathlib import Path
 import pandas as pd
 import pytest
-from cofedmid.experiment import report, write_summaries, load_results
+from cofedmid.experiment import report, write_summaries, load_results, preset, grid_cells, cell_name
 
 RESULTS = Path(__file__).resolve().parents[1]/'nbs'/'tutorials'/'results'
 # a folder whose every run kept its scores (`scores.npz`): a run folder, or a sweep folder whose every cell has them
@@ -49,10 +49,7 @@ def test_no_unresolvable_tpr_is_committed(name):
             bad = r[r[col].notna() & (r.n_nonmembers * a < 5)]
             assert bad.empty, f"{f.relative_to(RESULTS)}: {len(bad)} rows report {col} with n_nonmembers * {a} < 5"
 
-MAIN_TABLE = ['defense=none', 'defense=cofedmid', 'defense=cofedmid,defended=pair', 'defense=perturb', 'defense=dpsgd',
-              'defense=sparsify', 'defense=mixup', 'defense=augment', 'defense=sampling', 'defense=hamp',
-              'defense=cofedmid,defense_kwargs=modules-m1', 'defense=cofedmid,defense_kwargs=modules-m1+m2',
-              'defense=cofedmid,defense_kwargs=modules-m3']
+MAIN_TABLE = [cell_name(c) for c in grid_cells(preset('tables')[1])]   # the book's 13 settings, as `summarize` names them
 
 def test_the_cifar10_book_table():
     "The book's CIFAR-10 folder: every main-table setting with >= 3 seeds, with plain and adaptive columns for both models; the undefended federation leaks (strongest trajectory attack >= 0.80 on the uploads vs OFL)."
